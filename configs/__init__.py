@@ -1,0 +1,1 @@
+"""Packaged configuration: the model catalogue (models.toml) and named presets (presets.toml)."""

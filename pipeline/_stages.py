@@ -1,0 +1,187 @@
+"""Stages and the threaded runner that joins them.
+
+A stage follows PyAV's encoder protocol: `push(batch)` returns the batches it can emit now,
+`push(None)` flushes what it holds. State that must travel between frames (recurrent models,
+temporal smoothing) lives in explicit objects owned by the stage, never in globals.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Iterable, Iterator, Optional, Protocol
+
+import numpy as np
+
+from ._types import FrameBatch
+from .kernels import blur_frames, composite, resize_batch
+
+
+class Stage(Protocol):
+    name: str
+
+    def push(self, batch: Optional[FrameBatch]) -> Iterable[FrameBatch]: ...
+
+
+class SegmentStage:
+    """Runs the model; sets batch.alpha at the model's resolution."""
+
+    name = "segment"
+
+    def __init__(self, segmenter, state=None):
+        self.segmenter = segmenter
+        self.state = state  # recurrent state (None for per-frame models), carried batch to batch
+
+    def push(self, batch):
+        if batch is None:
+            return []
+        batch.alpha, self.state = self.segmenter.segment(batch.rgb, self.state, size="model")
+        return [batch]
+
+
+class UpsampleStage:
+    """Brings the matte to frame resolution."""
+
+    name = "upsample"
+
+    def push(self, batch):
+        if batch is None:
+            return []
+        batch.alpha = resize_batch(batch.alpha, batch.rgb.shape[1:3], interpolation="bilinear")
+        return [batch]
+
+
+class CompositeStage:
+    """Replaces the background: colour, image, looping video or the blurred original.
+    The result is opaque (alpha 1)."""
+
+    name = "composite"
+
+    def __init__(self, background):
+        self.background = background  # a _background.Background
+
+    def push(self, batch):
+        if batch is None:
+            return []
+        plate = self.background.plates(batch)
+        batch.rgb = composite(batch.rgb, batch.alpha, plate)
+        batch.alpha = np.ones_like(batch.alpha)
+        return [batch]
+
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class Pipeline:
+    """Runs a frame source and stages in threads joined by bounded queues; iterate it for the
+    finished batches. Decode, inference and encode overlap; at most `depth` batches wait between
+    two stages, so memory does not grow with video length. The first failure anywhere stops every
+    thread and is re-raised once, in the iterating thread."""
+
+    def __init__(self, source: Iterable[FrameBatch], stages: list, *, depth: int = 2):
+        self.source = source
+        self.stages = stages
+        self.depth = depth
+        self.stop = threading.Event()
+        self.seconds: dict[str, float] = {"decode": 0.0, **{s.name: 0.0 for s in stages}}
+        self._threads: list[threading.Thread] = []
+
+    def _put(self, q: queue.Queue, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue):
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _END
+
+    def _run_source(self, out: queue.Queue) -> None:
+        try:
+            iterator = iter(self.source)
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                batch = next(iterator, _END)
+                self.seconds["decode"] += time.perf_counter() - started
+                if not self._put(out, batch) or batch is _END:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put_failure(out, exc)
+
+    def _run_stage(self, stage, inq: queue.Queue, out: queue.Queue) -> None:
+        try:
+            while True:
+                item = self._get(inq)
+                if self.stop.is_set() and not isinstance(item, _Failure):
+                    return
+                if isinstance(item, _Failure):
+                    self._put(out, item)
+                    return
+                started = time.perf_counter()
+                results = list(stage.push(None if item is _END else item))
+                self.seconds[stage.name] += time.perf_counter() - started
+                for result in results:
+                    if not self._put(out, result):
+                        return
+                if item is _END:
+                    self._put(out, _END)
+                    return
+        except BaseException as exc:  # noqa: BLE001
+            self._put_failure(out, exc)
+
+    def _put_failure(self, out: queue.Queue, exc: BaseException) -> None:
+        failure = _Failure(exc)
+        # Make room so the failure always reaches the consumer, then stop everyone else.
+        while True:
+            try:
+                out.put_nowait(failure)
+                break
+            except queue.Full:
+                try:
+                    out.get_nowait()
+                except queue.Empty:
+                    pass
+        self.stop.set()
+
+    def __iter__(self) -> Iterator[FrameBatch]:
+        queues = [queue.Queue(maxsize=self.depth) for _ in range(len(self.stages) + 1)]
+        self._threads = [threading.Thread(target=self._run_source, args=(queues[0],), name="bgvid-decode", daemon=True)]
+        for i, stage in enumerate(self.stages):
+            self._threads.append(threading.Thread(
+                target=self._run_stage, args=(stage, queues[i], queues[i + 1]), name=f"bgvid-{stage.name}", daemon=True))
+        for thread in self._threads:
+            thread.start()
+        last = queues[-1]
+        try:
+            while True:
+                try:
+                    item = last.get(timeout=0.1)
+                except queue.Empty:
+                    if self.stop.is_set() and last.empty() and not any(t.is_alive() for t in self._threads):
+                        raise RuntimeError("pipeline stopped without a result")  # should not happen
+                    continue
+                if isinstance(item, _Failure):
+                    raise item.exc
+                if item is _END:
+                    return
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
