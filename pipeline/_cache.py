@@ -44,12 +44,12 @@ def _source_ext(spec: ModelSpec) -> str:
     return Path(spec.source.path).suffix or ".onnx"
 
 
-def source_file(spec: ModelSpec) -> Path:
-    return cache_root() / "sources" / f"{spec.name}-{spec.source.sha256[:12]}{_source_ext(spec)}"
+def source_file(spec: ModelSpec, root: Optional[Path] = None) -> Path:
+    return (root or cache_root()) / "sources" / f"{spec.name}-{spec.source.sha256[:12]}{_source_ext(spec)}"
 
 
-def model_file(spec: ModelSpec) -> Path:
-    return cache_root() / f"{spec.name}-{spec.source.sha256[:12]}-c{spec.converter_version}.onnx"
+def model_file(spec: ModelSpec, root: Optional[Path] = None) -> Path:
+    return (root or cache_root()) / f"{spec.name}-{spec.source.sha256[:12]}-c{spec.converter_version}.onnx"
 
 
 def _sha256_file(path: Path) -> str:
@@ -81,17 +81,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def cached_source(spec: ModelSpec) -> Optional[Path]:
+def cached_source(spec: ModelSpec, root: Optional[Path] = None) -> Optional[Path]:
     """The verified source file, or None when absent or corrupt."""
-    path = source_file(spec)
+    path = source_file(spec, root)
     if path.is_file() and path.stat().st_size == spec.source.size and _sha256_file(path) == spec.source.sha256:
         return path
     return None
 
 
-def cached_model(spec: ModelSpec) -> Optional[Path]:
+def cached_model(spec: ModelSpec, root: Optional[Path] = None) -> Optional[Path]:
     """The converted .onnx if present and matching its record, else None."""
-    path = model_file(spec)
+    path = model_file(spec, root)
     record = path.with_name(path.name + ".json")
     try:
         meta = json.loads(record.read_text())

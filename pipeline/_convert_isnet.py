@@ -1,11 +1,12 @@
-"""Make the ISNet graph of @imgly/background-removal-data (isnet / isnet_quint8) size-free.
+"""Make the ISNet graph of @imgly/background-removal-data (fp16 "medium", quantised "small") size-free.
 
 The export bakes batch 1 and 1024x1024 into every Resize (`sizes`), keeps the 11 deep-supervision
 side outputs, and the fp16 file lists its nodes out of order (ONNX Runtime accepts that,
 onnx.checker does not). The rewrite turns every Resize into a constant-`scales` Resize (ISNet only
 upsamples by whole factors), keeps only `output` and its ancestors in topological order, and frees
-N/H/W. Shapes then follow the input at any multiple of 128. The quantised file stays batch-1 only:
-its DynamicQuantizeLinear takes one scale over the whole batch.
+N/H/W. H and W must be multiples of 64: the deepest map is 1/64 of the input, and any rounding in
+the ceil-mode MaxPools breaks the skip Concats. The quantised file is batch-1 only: its
+DynamicQuantizeLinear takes one scale over the whole batch, so images in a batch change each other.
 """
 
 from __future__ import annotations

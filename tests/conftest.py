@@ -38,9 +38,11 @@ def model_source():
     model cache; skips when that model has not been pulled (`bgvid models pull NAME`)."""
     from bgvid import _cache, _catalog
 
+    root = _cache.cache_root()  # the user's cache, even if a test later points BGVID_HOME elsewhere
+
     def get(name: str) -> bytes:
         spec = _catalog.get_model(name)
-        path = _cache.cached_source(spec)
+        path = _cache.cached_source(spec, root)
         if path is None:
             pytest.skip(f"model {name!r} not in the cache ({_cache.cache_root()}): run `bgvid models pull {name}`")
         return path.read_bytes()
@@ -53,9 +55,11 @@ def model_path():
     """model_path(name) -> Path of the converted .onnx in the cache; skips when not pulled."""
     from bgvid import _cache, _catalog
 
+    root = _cache.cache_root()
+
     def get(name: str) -> Path:
         spec = _catalog.get_model(name)
-        path = _cache.cached_model(spec)
+        path = _cache.cached_model(spec, root)
         if path is None:
             pytest.skip(f"model {name!r} not in the cache ({_cache.cache_root()}): run `bgvid models pull {name}`")
         return path
