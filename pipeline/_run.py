@@ -51,7 +51,7 @@ def resolve_device(device: str = "auto", provider: Optional[str] = None) -> Devi
     if provider is None:
         provider = "cuda"
     if PROVIDERS[provider] not in have:
-        raise ModelError(
+        raise InputError(
             f"--device {device}: ONNX Runtime provider {provider!r} is not available (this onnxruntime has "
             f"{', '.join(have)}); install bgvid[gpu], or run with --device cpu"
         )
@@ -92,7 +92,7 @@ class RunResult:
 
     def to_json(self) -> dict:
         return {
-            "output": str(self.output), "frames": self.frames, "seconds": round(self.seconds, 3),
+            "output": str(Path(self.output).resolve()), "frames": self.frames, "seconds": round(self.seconds, 3),
             "fps": round(self.fps, 2), "model": self.model, "device": self.device, "provider": self.provider,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
         }

@@ -73,11 +73,6 @@ class CompositeStage:
 _END = object()
 
 
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
 class Pipeline:
     """Runs a frame source and stages in threads joined by bounded queues; iterate it for the
     finished batches. Decode, inference and encode overlap; at most `depth` batches wait between
@@ -89,8 +84,16 @@ class Pipeline:
         self.stages = stages
         self.depth = depth
         self.stop = threading.Event()
+        self.error: Optional[BaseException] = None
         self.seconds: dict[str, float] = {"decode": 0.0, **{s.name: 0.0 for s in stages}}
         self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = exc
+        self.stop.set()
 
     def _put(self, q: queue.Queue, item) -> bool:
         while not self.stop.is_set():
@@ -107,7 +110,7 @@ class Pipeline:
                 return q.get(timeout=0.1)
             except queue.Empty:
                 continue
-        return _END
+        return None  # stopping
 
     def _run_source(self, out: queue.Queue) -> None:
         try:
@@ -118,17 +121,14 @@ class Pipeline:
                 self.seconds["decode"] += time.perf_counter() - started
                 if not self._put(out, batch) or batch is _END:
                     return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            self._put_failure(out, exc)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the iterating thread
+            self._fail(exc)
 
     def _run_stage(self, stage, inq: queue.Queue, out: queue.Queue) -> None:
         try:
             while True:
                 item = self._get(inq)
-                if self.stop.is_set() and not isinstance(item, _Failure):
-                    return
-                if isinstance(item, _Failure):
-                    self._put(out, item)
+                if item is None:
                     return
                 started = time.perf_counter()
                 results = list(stage.push(None if item is _END else item))
@@ -140,21 +140,7 @@ class Pipeline:
                     self._put(out, _END)
                     return
         except BaseException as exc:  # noqa: BLE001
-            self._put_failure(out, exc)
-
-    def _put_failure(self, out: queue.Queue, exc: BaseException) -> None:
-        failure = _Failure(exc)
-        # Make room so the failure always reaches the consumer, then stop everyone else.
-        while True:
-            try:
-                out.put_nowait(failure)
-                break
-            except queue.Full:
-                try:
-                    out.get_nowait()
-                except queue.Empty:
-                    pass
-        self.stop.set()
+            self._fail(exc)
 
     def __iter__(self) -> Iterator[FrameBatch]:
         queues = [queue.Queue(maxsize=self.depth) for _ in range(len(self.stages) + 1)]
@@ -164,17 +150,13 @@ class Pipeline:
                 target=self._run_stage, args=(stage, queues[i], queues[i + 1]), name=f"bgvid-{stage.name}", daemon=True))
         for thread in self._threads:
             thread.start()
-        last = queues[-1]
         try:
             while True:
-                try:
-                    item = last.get(timeout=0.1)
-                except queue.Empty:
-                    if self.stop.is_set() and last.empty() and not any(t.is_alive() for t in self._threads):
-                        raise RuntimeError("pipeline stopped without a result")  # should not happen
-                    continue
-                if isinstance(item, _Failure):
-                    raise item.exc
+                item = self._get(queues[-1])
+                if item is None:  # stopped: by a failure, or by close()
+                    if self.error is not None:
+                        raise self.error
+                    return
                 if item is _END:
                     return
                 yield item

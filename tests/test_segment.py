@@ -13,7 +13,7 @@ import pytest
 from bgvid import Segmenter
 from bgvid._catalog import get_model
 from bgvid._errors import InputError, ModelError
-from bgvid.kernels import resize_batch
+from _reference import plain_pipeline
 
 # Regions of portrait_grace_hopper.jpg (600x512): (rows, cols)
 FACE = (slice(150, 250), slice(200, 320))
@@ -118,17 +118,6 @@ def test_isnet_finds_the_person(model_path, portrait, name):
     _assert_person(_segmenter(model_path, name)(portrait[None])[0])
 
 
-def _plain_pipeline(seg: Segmenter, rgb: np.ndarray) -> np.ndarray:
-    """The reference: stretch-resize bilinear, model, bilinear back."""
-    small = resize_batch(rgb, seg.spec.size, interpolation="bilinear").astype(np.float32)
-    x = (small - seg.spec.mean) / seg.spec.std
-    if seg.spec.layout == "NCHW":
-        x = x.transpose(0, 3, 1, 2)
-    (raw,) = seg.session.run([seg.spec.output_name], {seg.spec.input_name: np.ascontiguousarray(x)})
-    raw = raw[:, 0] if seg.spec.layout == "NCHW" else raw[..., 0]
-    return resize_batch(raw.astype(np.float32), rgb.shape[1:3], interpolation="bilinear")
-
-
 def _davis_iou(seg: Segmenter, clip: Path, step: int) -> tuple[float, float]:
     frames = sorted((clip / "frames").glob("*.jpg"))[::step]
     masks = sorted((clip / "masks").glob("*.png"))[::step]
@@ -136,7 +125,7 @@ def _davis_iou(seg: Segmenter, clip: Path, step: int) -> tuple[float, float]:
     for f, m in zip(frames, masks):
         rgb = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)[None]
         gt = cv2.imread(str(m), cv2.IMREAD_GRAYSCALE) > 127
-        for alpha, out in ((seg(rgb)[0], ours), (_plain_pipeline(seg, rgb)[0], plain)):
+        for alpha, out in ((seg(rgb)[0], ours), (plain_pipeline(seg, rgb)[0], plain)):
             pred = alpha > 0.5
             out.append((pred & gt).sum() / max(1, (pred | gt).sum()))
     return float(np.mean(ours)), float(np.mean(plain))
