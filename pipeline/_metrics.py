@@ -138,7 +138,7 @@ def iou(pred, true, threshold: float = 0.5) -> float:
     p, g = _pair(pred, true)
     pm, gm = p > threshold, g > threshold
     union = np.count_nonzero(pm | gm)
-    return 1.0 if union == 0 else np.count_nonzero(pm & gm) / union
+    return 1.0 if union == 0 else float(np.count_nonzero(pm & gm) / union)
 
 
 def score_sequence(pred_frames: Iterable, true_frames: Iterable) -> dict:
