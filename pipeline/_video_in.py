@@ -27,12 +27,12 @@ import os
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Union
 
 import av
 import numpy as np
 
-from ._errors import BgvidError, InputError
+from ._errors import InputError
 from ._types import ColorInfo, FrameBatch, VideoInfo
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -196,7 +196,7 @@ class _StreamDecoder:
                     self.ctx.thread_count = threads
                 except Exception:  # libvpx missing: native decoder, alpha lost
                     self.ctx = None
-            self.codec_name = self.ctx.name if self.ctx is not None else name
+            self.codec_name = name  # the stream's codec (the decoder may be libvpx)
         except BaseException:
             self.container.close()
             raise
@@ -279,7 +279,7 @@ def _check_path(path: PathLike) -> str:
     return p
 
 
-def _decode_image(path: Path, *, threads: Optional[int] = None) -> av.VideoFrame:
+def _decode_image(path: Path) -> av.VideoFrame:
     """First frame of an image file, or InputError naming it."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -316,8 +316,11 @@ def probe(path: PathLike) -> VideoInfo:
         fmt = first.format
         rotation = _rotation_of(first)
         cc = s.codec_context
-        color = _guess_color(cc.color_primaries or first.color_primaries, cc.color_trc or first.color_trc,
-                             cc.colorspace or first.colorspace, first.height, _is_rgb(fmt))
+        def tag(stream_value: int, frame_value: int) -> int:
+            return frame_value if stream_value in (None, 2) else stream_value
+
+        color = _guess_color(tag(cc.color_primaries, first.color_primaries), tag(cc.color_trc, first.color_trc),
+                             tag(cc.colorspace, first.colorspace), first.height, _is_rgb(fmt))
         cname = (dec.container.format.name or "")
         is_image = (p.lower().endswith(IMAGE_EXTENSIONS) or cname.endswith("_pipe") or cname == "image2") \
             and (s.frames or 0) <= 1
@@ -420,7 +423,6 @@ class VideoReader:
         deep = info.bit_depth > 8
         if os.path.isdir(self.path) or is_pattern(self.path):
             files = list_sequence(self.path)
-            size = None
             for i, f in enumerate(files):
                 if self.end is not None and i > self.end:
                     return
@@ -460,7 +462,7 @@ class VideoReader:
             except av.FFmpegError as e:
                 raise InputError(f"{self.path}: cannot convert frame {index}: {_msg(e)}") from e
             yield index, int(pts), _rotate(rgb, info.rotation)
-            if self.end is not None and index >= self.end:
+            if (self.end is not None and index >= self.end) or info.is_image:
                 return
             index += 1
 

@@ -52,7 +52,6 @@ import re
 import shutil
 import weakref
 from fractions import Fraction
-from pathlib import Path
 from typing import Literal, Optional, Union
 
 import av
@@ -380,7 +379,9 @@ class VideoWriter:
     audio: carry the input's audio (not for PNG).
     frames: the inclusive (A, B) input range being written (B may be None): audio is trimmed to the
         range's span, a timecode is offset by A, timestamps are kept as they are.
-    overwrite: replace an existing output (checked here, before any work).
+    overwrite: replace an existing output (checked here, before any work). PNG sequences only ever
+        touch the files of the frames they write: render-farm chunks can share a folder, and a stale
+        frame outside this run's range stays where it is.
     threads: encoder and colour-conversion threads (0 = FFmpeg's choice).
     Use as a context manager: an exception inside the block aborts (nothing under the final name), a
     clean exit finishes.
@@ -403,6 +404,7 @@ class VideoWriter:
         self._container = None
         self._stream = None
         self._audio: Optional[_Audio] = None
+        self._pool = None
         self._count = 0
         self._last_pts: Optional[int] = None
         self._last_in: Optional[tuple[int, Fraction]] = None
@@ -452,7 +454,7 @@ class VideoWriter:
                     raise InputError(f"{target_dir}: output folder is not writable")
                 clash = self._sequence_clash()
                 if clash and not self.overwrite:
-                    raise InputError(f"{clash}: already exists (pass overwrite / --overwrite to replace it)")
+                    raise InputError(f"{clash}: already exists (--force replaces it)")
             else:
                 self._check_parent(parent)
             return
@@ -461,7 +463,7 @@ class VideoWriter:
         if self._same_as_input(p):
             raise InputError(f"{p}: is the input; bgvid never writes over its input")
         if os.path.lexists(p) and not self.overwrite:
-            raise InputError(f"{p}: already exists (pass overwrite / --overwrite to replace it)")
+            raise InputError(f"{p}: already exists (--force replaces it)")
         self._check_parent(os.path.dirname(os.path.abspath(p)))
         if self.kind == "png" and not self.info.is_image:
             n = self._planned_count()
@@ -562,7 +564,10 @@ class VideoWriter:
                 den = 90000
             self.tb = Fraction(1, den)
             fmt = "mov" if kind == "prores" else "mp4"
-            options = {"video_track_timescale": str(den), "movie_timescale": str(den)}
+            # movie timescale: a multiple of the track's (so the edit list holding a late start is exact)
+            # and at least 1000 (audio edits in it stay within a millisecond)
+            movie = den * max(1, -(-1000 // den))
+            options = {"video_track_timescale": str(den), "movie_timescale": str(movie)}
             if kind == "mp4":
                 options["movflags"] = "+faststart"
         try:
@@ -648,11 +653,36 @@ class VideoWriter:
                              f"input's {w}x{h}")
         pts_arr = None if batch.pts is None else np.asarray(batch.pts)
         tb = Fraction(batch.time_base) if batch.time_base else self.info.time_base
+        if self.kind == "png" and self.sequence and n > 1:
+            self._push_png_parallel(batch, rgb, alpha, pts_arr, tb)
+            return
         for i in range(n):
             index = int(batch.frame_index[i])
             pts_in = None if pts_arr is None else int(pts_arr[i])
             a = None if alpha is None else alpha[i]
             self._write_one(index, pts_in, tb, rgb[i], a)
+
+    def _push_png_parallel(self, batch, rgb, alpha, pts_arr, tb) -> None:
+        """PNG encoding (zlib) dominates PNG output: encode a batch's frames on a few threads (OpenCV
+        releases the GIL)."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.threads or min(4, os.cpu_count() or 1),
+                                            thread_name_prefix="bgvid-png")
+        jobs = []
+        for i in range(len(batch)):
+            index = int(batch.frame_index[i])
+            pts_in = None if pts_arr is None else int(pts_arr[i])
+            _, t = self._out_pts(index, pts_in, tb)
+            if self._first_time is None:
+                self._first_time = t
+            self._last_time = t
+            self._count += 1
+            a = None if alpha is None else alpha[i]
+            jobs.append(self._pool.submit(self._write_png, index, rgb[i], a))
+        for j in jobs:
+            j.result()
 
     def _out_pts(self, index: int, pts_in: Optional[int], tb: Fraction) -> tuple[int, float]:
         if pts_in is None:
@@ -753,6 +783,7 @@ class VideoWriter:
         if self._count == 0:
             raise BgvidError(f"{self.path}: no frames to write")
         if self.kind == "png":
+            self._stop_pool()
             self._place_png()
         else:
             for packet in self._stream.encode(None):
@@ -786,11 +817,17 @@ class VideoWriter:
         os.rmdir(tmp)
         self._temps.remove(tmp)
 
+    def _stop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def abort(self) -> None:
         """Stop and delete the temporary output; nothing appears under the final name. Idempotent."""
         if self._finished:
             return
         self._aborted = True
+        self._stop_pool()
         if self._audio is not None:
             self._audio.close()
             self._audio = None

@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 
-from bgvid._errors import BgvidError, InputError
+from bgvid._errors import InputError
 from bgvid._types import FrameBatch
 from bgvid._video_in import VideoReader, probe, read_rgba
 from bgvid._video_out import VideoWriter, offset_timecode, output_kind
@@ -253,6 +253,9 @@ def test_audio_is_copied_or_transcoded(tmp_path, audio, name, expect):
     src = C.make_clip(tmp_path / f"in{ext}", width=64, height=48, frames=10, audio=audio)
     render(src, tmp_path / name)
     assert av_video(tmp_path / name)[0]["audio"] == [expect]
+    in_pts, in_tb = C.read_video_pts(src)
+    out_pts, out_tb = C.read_video_pts(tmp_path / name)  # audio starting before 0 shifts no video
+    assert [float(p * out_tb) for p in out_pts] == pytest.approx([float(p * in_tb) for p in in_pts], abs=0.0006)
 
 
 def test_no_audio_when_disabled_or_png(tmp_path):
