@@ -1,12 +1,11 @@
-"""Array kernels: each function has one body written against an array module (NumPy here; CuPy
-bodies arrive with the GPU path and are chosen by the input's array type)."""
+"""Array kernels: each function has one body written against an array module (NumPy/OpenCV here;
+CuPy bodies arrive with the GPU path and are chosen by the input's array type)."""
 
-from ._core import (
-    blur_frames,
-    composite,
-    get_array_module,
-    resize_batch,
-    to_float_rgb,
-)
+from ._core import blur_frames, composite, get_array_module, resize_batch, to_float_rgb
+from ._refine import guided_upsample, luma
+from ._smooth import DEFAULT_STRENGTH, SmoothState, smooth_mattes, warmup_frames
 
-__all__ = ["blur_frames", "composite", "get_array_module", "resize_batch", "to_float_rgb"]
+__all__ = [
+    "DEFAULT_STRENGTH", "SmoothState", "blur_frames", "composite", "get_array_module", "guided_upsample",
+    "luma", "resize_batch", "smooth_mattes", "to_float_rgb", "warmup_frames",
+]

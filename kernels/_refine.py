@@ -32,7 +32,7 @@ def working_size(height: int, width: int, long_side: int = 512) -> tuple[int, in
 
 
 def guided_upsample(matte: np.ndarray, rgb: np.ndarray, *, radius: int = 4, eps: float = 1e-3,
-                    long_side: int = 512) -> np.ndarray:
+                    long_side: int = 512, band_threshold: float = 0.02) -> np.ndarray:
     """matte [N,h,w] float32 0..1 at any resolution, rgb [N,H,W,3] full frames -> [N,H,W] float32.
 
     radius and eps apply at the working resolution (long side `long_side`): radius 4 spans about
@@ -54,5 +54,17 @@ def guided_upsample(matte: np.ndarray, rgb: np.ndarray, *, radius: int = 4, eps:
         b = mean_p - a * mean_g
         ab = np.stack([_box(a, radius), _box(b, radius)])
         a_full, b_full = resize_batch(ab, (height, width), interpolation="bilinear")
-        out[i] = a_full * guide_full[i] + b_full
-    return np.clip(out, 0.0, 1.0, out=out)
+        refined = np.clip(a_full * guide_full[i] + b_full, 0.0, 1.0)
+        # Only the soft band around the model's edge is refined: where the model is sure (0 or 1)
+        # a low-contrast guide would otherwise smear its certainty into a grey haze.
+        plain = resize_batch(matte[i:i + 1].astype(np.float32, copy=False), (height, width), interpolation="bilinear")[0]
+        band = _band(plain, lo=band_threshold, hi=1.0 - band_threshold, grow=max(1, round(radius * height / work[0])))
+        out[i] = np.where(band, refined, plain)
+    return out
+
+
+def _band(alpha: np.ndarray, *, lo: float, hi: float, grow: int) -> np.ndarray:
+    import cv2
+
+    soft = ((alpha > lo) & (alpha < hi)).astype(np.uint8)
+    return cv2.dilate(soft, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)).astype(bool)

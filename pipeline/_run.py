@@ -13,11 +13,14 @@ import numpy as np
 
 from ._errors import InputError, ModelError
 from ._segment import PROVIDERS, Segmenter, available_providers
-from ._stages import CompositeStage, Pipeline, SegmentStage, UpsampleStage
+from ._stages import CompositeStage, Pipeline, SegmentStage, SmoothStage, TrimStage, UpsampleStage
+from .kernels import DEFAULT_STRENGTH, warmup_frames
 
 PathLike = Union[str, os.PathLike]
 Report = Callable[[str], None]
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+Refine = Literal["none", "guided"]
+REFINES = ("none", "guided")
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,20 @@ def _default_batch(segmenter: Segmenter) -> int:
     return 8 if h * w <= 512 * 512 else 2
 
 
-def _open(src, *, model, model_spec, device, provider, frames, batch_size, threads, report):
+def _check_quality_options(refine: str, smooth: Optional[float]) -> None:
+    if refine not in REFINES:
+        raise InputError(f"--refine must be one of {', '.join(REFINES)}, got {refine!r}")
+    if smooth is not None and not 0.0 <= float(smooth) < 1.0:
+        raise InputError(f"--smooth must be a strength in [0, 1) (0.5 is the default), got {smooth}")
+
+
+def _open(src, *, model, model_spec, device, provider, frames, batch_size, threads, refine, smooth, report):
+    """Model, reader and stages for one run. With smoothing and a range that starts mid-video, the
+    reader starts `warmup_frames(smooth)` frames early and a TrimStage drops them after they primed
+    the smoother, so the chunk matches a full run (the render-farm contract)."""
     from ._video_in import VideoReader
 
+    _check_quality_options(refine, smooth)
     choice = resolve_device(device, provider)
     report(f"Device: {choice.reason}")
     if model is None:
@@ -133,21 +147,33 @@ def _open(src, *, model, model_spec, device, provider, frames, batch_size, threa
     batch = batch_size or _default_batch(segmenter)
     if segmenter.max_batch == 1 and batch > 1:
         report(f"Model {segmenter.spec.name} runs one frame at a time; batches of {batch} are split")
-    reader = VideoReader(src, frames=frames, batch_size=batch)
-    return choice, segmenter, reader
+    read_range, first = frames, None
+    if frames is not None and smooth and frames[0] > 0:
+        first = frames[0]
+        read_range = (max(0, first - warmup_frames(smooth)), frames[1])
+    reader = VideoReader(src, frames=read_range, batch_size=batch)
+    stages = [SegmentStage(segmenter)]
+    if smooth:
+        stages.append(SmoothStage(smooth))
+    if first is not None:
+        stages.append(TrimStage(first))
+    stages.append(UpsampleStage(refine))
+    return choice, segmenter, reader, stages
 
 
 def iter_mattes(src: PathLike, *, model: Optional[str] = None, model_spec: Optional[PathLike] = None,
                 device: str = "auto", provider: Optional[str] = None, frames: Optional[str | tuple] = None,
-                batch_size: Optional[int] = None, threads: int = 0,
+                batch_size: Optional[int] = None, threads: int = 0, refine: Refine = "none",
+                smooth: Optional[float] = DEFAULT_STRENGTH,
                 report: Optional[Report] = None) -> Iterator[tuple[int, Optional[int], np.ndarray, np.ndarray]]:
     """Yield (frame_index, pts, rgb [H,W,3], alpha [H,W] float32 0..1) for each frame, in order,
     with the same stages as `bgvid run` running in background threads."""
     report = report or (lambda m: None)
     rng = parse_frames(frames) if isinstance(frames, str) or frames is None else tuple(frames)
-    choice, segmenter, reader = _open(src, model=model, model_spec=model_spec, device=device, provider=provider,
-                                      frames=rng, batch_size=batch_size, threads=threads, report=report)
-    pipeline = Pipeline(reader, [SegmentStage(segmenter), UpsampleStage()])
+    choice, segmenter, reader, stages = _open(
+        src, model=model, model_spec=model_spec, device=device, provider=provider, frames=rng,
+        batch_size=batch_size, threads=threads, refine=refine, smooth=smooth, report=report)
+    pipeline = Pipeline(reader, stages)
     try:
         for batch in pipeline:
             for i in range(len(batch)):
@@ -163,6 +189,7 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
                       provider: Optional[str] = None, background: Optional[str] = None, matte: bool = False,
                       frames: Optional[str | tuple] = None, batch_size: Optional[int] = None,
                       audio: bool = True, overwrite: bool = False, threads: int = 0,
+                      refine: Refine = "none", smooth: Optional[float] = DEFAULT_STRENGTH,
                       report: Optional[Report] = None,
                       progress: Optional[Callable[[int, Optional[int]], None]] = None) -> RunResult:
     """Remove the background of `src` and write `dst` (format by extension, see `bgvid run --help`).
@@ -177,11 +204,15 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
 
     report = report or (lambda m: None)
     started = time.perf_counter()
+    _check_quality_options(refine, smooth)
     src_path = Path(src)
     info = probe(src_path)
     rng = parse_frames(frames) if isinstance(frames, str) or frames is None else tuple(frames)
     if info.is_image and rng not in (None, (0, 0), (0, None)):
         raise InputError(f"{src_path}: --frames does not apply to a single image")
+    if rng is not None and info.frame_count and rng[0] >= info.frame_count:
+        raise InputError(f"--frames {rng[0]}-{'' if rng[1] is None else rng[1]}: {src_path} has "
+                         f"{info.frame_count} frames (0-{info.frame_count - 1})")
     dst_path = Path(dst) if dst is not None else default_output(src_path, is_image=info.is_image, matte=matte, background=background)
     kind = output_kind(str(dst_path), matte=matte)
     if kind == "mp4" and background is None and not matte:
@@ -193,10 +224,9 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
     writer = VideoWriter(dst_path, info=info, kind=kind, matte=matte, audio=audio and not info.is_image,
                          frames=rng, overwrite=overwrite)
     try:
-        choice, segmenter, reader = _open(src_path, model=model, model_spec=model_spec, device=device,
-                                          provider=provider, frames=rng, batch_size=batch_size,
-                                          threads=threads, report=report)
-        stages = [SegmentStage(segmenter), UpsampleStage()]
+        choice, segmenter, reader, stages = _open(
+            src_path, model=model, model_spec=model_spec, device=device, provider=provider, frames=rng,
+            batch_size=batch_size, threads=threads, refine=refine, smooth=smooth, report=report)
         if bg is not None:
             stages.append(CompositeStage(bg))
         total = _range_count(info.frame_count, rng)
@@ -211,6 +241,8 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
                 done += len(batch)
                 if progress:
                     progress(done, total)
+            if done == 0:
+                raise InputError(f"{src_path}: no frames to write in the requested range")
             t0 = time.perf_counter()
             writer.push(None)
             encode_seconds += time.perf_counter() - t0

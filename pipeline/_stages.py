@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, Optional, Protocol
 import numpy as np
 
 from ._types import FrameBatch
-from .kernels import blur_frames, composite, resize_batch
+from .kernels import DEFAULT_STRENGTH, SmoothState, composite, guided_upsample, resize_batch, smooth_mattes
 
 
 class Stage(Protocol):
@@ -40,15 +40,61 @@ class SegmentStage:
         return [batch]
 
 
-class UpsampleStage:
-    """Brings the matte to frame resolution."""
+class SmoothStage:
+    """Temporal smoothing at the matte's resolution (see kernels/_smooth.py). Its state is explicit:
+    pass `state` to continue from another run; frames must arrive in order."""
 
-    name = "upsample"
+    name = "smooth"
+
+    def __init__(self, strength: float = DEFAULT_STRENGTH, state: Optional[SmoothState] = None):
+        self.strength = strength
+        self.state = state
 
     def push(self, batch):
         if batch is None:
             return []
-        batch.alpha = resize_batch(batch.alpha, batch.rgb.shape[1:3], interpolation="bilinear")
+        batch.alpha, self.state = smooth_mattes(batch.alpha, batch.rgb, self.state, strength=self.strength)
+        return [batch]
+
+
+class UpsampleStage:
+    """Brings the matte to frame resolution: "none" = bilinear, "guided" = fast guided filter."""
+
+    name = "upsample"
+
+    def __init__(self, refine: str = "none"):
+        self.refine = refine
+
+    def push(self, batch):
+        if batch is None:
+            return []
+        if self.refine == "guided":
+            batch.alpha = guided_upsample(batch.alpha, batch.rgb)
+        else:
+            batch.alpha = resize_batch(batch.alpha, batch.rgb.shape[1:3], interpolation="bilinear")
+        return [batch]
+
+
+class TrimStage:
+    """Drops warm-up frames (index < first) once they have primed the temporal state."""
+
+    name = "trim"
+
+    def __init__(self, first: int):
+        self.first = first
+
+    def push(self, batch):
+        if batch is None:
+            return []
+        keep = batch.frame_index >= self.first
+        if keep.all():
+            return [batch]
+        if not keep.any():
+            return []
+        batch.rgb, batch.alpha = batch.rgb[keep], batch.alpha[keep]
+        batch.frame_index, batch.pts = batch.frame_index[keep], None if batch.pts is None else batch.pts[keep]
+        if batch.foreground is not None:
+            batch.foreground = batch.foreground[keep]
         return [batch]
 
 

@@ -1,0 +1,88 @@
+"""Matte quality features: temporal smoothing with explicit state, chunked runs that join a full run,
+refinement choices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bgvid
+from bgvid._errors import InputError
+from bgvid._video_in import read_rgba
+from bgvid.kernels import SmoothState, smooth_mattes, warmup_frames
+
+from test_run import bgvid_cli
+
+
+def test_warmup_bound_follows_the_strength():
+    assert warmup_frames(0.5) == 8  # 0.5**8 = 1/256 < 1/255
+    assert 0.5 ** warmup_frames(0.5) <= 1 / 255 < 0.5 ** (warmup_frames(0.5) - 1)
+    assert warmup_frames(0.0) == 0
+
+
+def test_smoothing_steadies_a_still_picture_and_follows_motion():
+    rng = np.random.default_rng(0)
+    still = np.full((6, 32, 32, 3), 120, np.uint8)
+    noisy = np.clip(0.5 + rng.normal(0, 0.1, (6, 32, 32)), 0, 1).astype(np.float32)  # flicker, nothing moves
+    out, state = smooth_mattes(noisy, still, None, strength=0.5)
+    assert np.std(np.diff(out, axis=0)) < 0.6 * np.std(np.diff(noisy, axis=0))
+    assert isinstance(state, SmoothState)
+    moving = still.copy()
+    moving[1:, :, 16:] = 250  # the picture changes on the right half...
+    step = np.zeros((6, 32, 32), np.float32)
+    step[1:, :, 16:] = 1.0  # ...and so does the matte: follow at once, no trail
+    out, _ = smooth_mattes(step, moving, None, strength=0.5)
+    assert out[1, :, 20:].min() > 0.99
+
+
+def test_state_carries_across_batches():
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (8, 16, 16, 3), dtype=np.uint8)
+    alpha = rng.random((8, 16, 16), dtype=np.float32)
+    whole, _ = smooth_mattes(alpha, frames, None)
+    first, state = smooth_mattes(alpha[:3], frames[:3], None)
+    rest, _ = smooth_mattes(alpha[3:], frames[3:], state)
+    np.testing.assert_array_equal(np.concatenate([first, rest]), whole)
+
+
+def test_chunk_joins_a_full_run_within_1_over_255(model_path, media):
+    """The render-farm contract on real footage: frames 60-89 alone equal the same frames of a full
+    run within 1/255, thanks to the smoother's pre-roll."""
+    model_path("selfie")
+    src = media / "clips" / "carphone.mp4"
+    full = {i: a for i, _, _, a in bgvid.iter_mattes(src, model="selfie")}
+    chunk = {i: a for i, _, _, a in bgvid.iter_mattes(src, model="selfie", frames="60-89")}
+    assert sorted(chunk) == list(range(60, 90))
+    worst = max(np.abs(chunk[i] - full[i]).max() for i in chunk)
+    assert worst <= 1 / 255, worst
+    naive = {i: a for i, _, _, a in bgvid.iter_mattes(src, model="selfie", frames="60-89", smooth=None)}
+    assert max(np.abs(naive[i] - full[i]).max() for i in naive) > 1 / 255  # smoothing did something
+
+
+def test_chunked_cli_output_joins_the_full_output(model_path, media, tmp_path):
+    model_path("selfie")
+    src = media / "clips" / "carphone.mp4"
+    bgvid_cli("run", src, "-o", tmp_path / "full.mov", "--quiet", check=0)
+    bgvid_cli("run", src, "-o", tmp_path / "part.mov", "--frames", "100-119", "--quiet", check=0)
+    full = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "full.mov")][100:120]
+    part = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "part.mov")]
+    assert len(part) == 20
+    worst = max(np.abs(p.astype(np.int64) - f.astype(np.int64)).max() for p, f in zip(part, full)) / 65535
+    assert worst <= 1 / 255 + 1 / 1023  # + one 10-bit step of ProRes alpha quantisation
+
+
+@pytest.mark.parametrize("refine", ["none", "guided"])
+def test_refinements_find_the_person(model_path, media, refine):
+    model_path("selfie")
+    mattes = [a for _, _, _, a in bgvid.iter_mattes(media / "clips" / "carphone.mp4", model="selfie",
+                                                   frames="0-7", refine=refine)]
+    assert len(mattes) == 8
+    centre = np.stack(mattes)[:, 60:110, 70:120]  # the man's face and chest
+    assert centre.mean() > 0.8
+
+
+def test_bad_quality_options_are_named(tmp_path):
+    with pytest.raises(InputError, match="--refine must be one of none, guided"):
+        bgvid.remove_background(media_missing := tmp_path / "x.mp4", refine="sharp")  # noqa: F841
+    proc = bgvid_cli("run", tmp_path / "x.mp4", "--smooth", "1.5")
+    assert proc.returncode == 2 and "[0, 1)" in proc.stderr
