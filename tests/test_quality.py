@@ -86,3 +86,28 @@ def test_bad_quality_options_are_named(tmp_path):
         bgvid.remove_background(media_missing := tmp_path / "x.mp4", refine="sharp")  # noqa: F841
     proc = bgvid_cli("run", tmp_path / "x.mp4", "--smooth", "1.5")
     assert proc.returncode == 2 and "[0, 1)" in proc.stderr
+
+
+def test_eval_scores_a_perfect_and_a_real_output(model_path, media, tmp_path):
+    import json
+
+    import cv2
+
+    from bgvid._composite import write_composite
+
+    model_path("selfie")
+    clip, truth = tmp_path / "comp.mp4", tmp_path / "truth"
+    n = write_composite(clip, truth, media / "rgba" / "plush_rgba.png", media / "backgrounds" / "still_GT26r.jpg",
+                        frames=6, size=(144, 256))
+    perfect = tmp_path / "perfect"
+    perfect.mkdir()
+    for i, f in enumerate(sorted(truth.iterdir())):
+        alpha = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(perfect / f"{i:06d}.png"), np.dstack([alpha] * 4))
+    scores = json.loads(bgvid_cli("eval", perfect, "--truth", truth, "--json", check=0).stdout)
+    assert scores["frames"] == n and scores["mad"] == 0 and scores["iou"] == 1.0
+    bgvid_cli("run", clip, "-o", tmp_path / "out.mov", "--model", "selfie", "--quiet", check=0)
+    real = json.loads(bgvid_cli("eval", tmp_path / "out.mov", "--truth", truth, "--json", check=0).stdout)
+    assert real["frames"] == n and 0 < real["mad"] < 1000 and real["dtssd"] >= 0
+    table = bgvid_cli("eval", tmp_path / "out.mov", "--truth", truth, check=0).stdout
+    assert "MAD" in table and "dtSSD" in table
