@@ -114,6 +114,10 @@ With --matte: the matte alone as greyscale (white = foreground).
               help="Temporal smoothing strength in [0, 1): steadier mattes where nothing moves, no lag "
                    "where something does. --frames ranges pre-roll a few frames so chunks join seamlessly.")
 @click.option("--no-smooth", is_flag=True, help="Turn temporal smoothing off (per-frame mattes).")
+@click.option("--overrides", type=click.Path(path_type=Path), metavar="PATH",
+              help="Manual corrections: a folder of PNGs (000123.png, 000100-000150.png; grey = target alpha, "
+                   "PNG alpha = coverage) and/or an overrides.json of restore/remove brush strokes. Applied "
+                   "after smoothing, exact on the frames they name.")
 @click.option("--batch-size", type=int, help="Frames per model call (default by model).")
 @click.option("--no-audio", is_flag=True, help="Drop the audio (default: keep it).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
@@ -123,7 +127,7 @@ With --matte: the matte alone as greyscale (white = foreground).
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "bar", "json", "none"]), default="auto",
               show_default=True, help="Progress on stderr: a bar on a terminal, or one JSON line per second.")
 def run(input: Path, output, model, model_spec, device, provider, background, matte, frames, refine, smooth,
-        no_smooth, batch_size, no_audio, force, quiet, as_json, progress_mode) -> None:
+        no_smooth, overrides, batch_size, no_audio, force, quiet, as_json, progress_mode) -> None:
     """Remove the background of INPUT (a video, an image, a folder of frames or a %05d pattern).
 
     Exit status: 0 done, 2 bad usage or bad input, 1 other failure, 130 interrupted.
@@ -139,7 +143,7 @@ def run(input: Path, output, model, model_spec, device, provider, background, ma
         result = remove_background(
             input, output, model=model, model_spec=model_spec, device=device, provider=provider,
             background=background, matte=matte, frames=frames, batch_size=batch_size, audio=not no_audio,
-            refine=refine, smooth=None if no_smooth or smooth == 0 else smooth,
+            refine=refine, smooth=None if no_smooth or smooth == 0 else smooth, overrides=overrides,
             overwrite=force, report=report, progress=progress)
         progress(result.frames, result.frames, final=True)
     except BaseException as exc:  # noqa: BLE001 - mapped to an exit code below

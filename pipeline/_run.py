@@ -127,7 +127,8 @@ def _check_quality_options(refine: str, smooth: Optional[float]) -> None:
         raise InputError(f"--smooth must be a strength in [0, 1) (0.5 is the default), got {smooth}")
 
 
-def _open(src, *, model, model_spec, device, provider, frames, batch_size, threads, refine, smooth, report):
+def _open(src, *, model, model_spec, device, provider, frames, batch_size, threads, refine, smooth, report,
+          overrides=None):
     """Model, reader and stages for one run. With smoothing and a range that starts mid-video, the
     reader starts `warmup_frames(smooth)` frames early and a TrimStage drops them after they primed
     the smoother, so the chunk matches a full run (the render-farm contract)."""
@@ -158,13 +159,18 @@ def _open(src, *, model, model_spec, device, provider, frames, batch_size, threa
     if first is not None:
         stages.append(TrimStage(first))
     stages.append(UpsampleStage(refine))
+    if overrides is not None:
+        from ._overrides import OverrideStage, Overrides
+
+        info = reader.info
+        stages.append(OverrideStage(Overrides.load(overrides, width=info.width, height=info.height)))
     return choice, segmenter, reader, stages
 
 
 def iter_mattes(src: PathLike, *, model: Optional[str] = None, model_spec: Optional[PathLike] = None,
                 device: str = "auto", provider: Optional[str] = None, frames: Optional[str | tuple] = None,
                 batch_size: Optional[int] = None, threads: int = 0, refine: Refine = "none",
-                smooth: Optional[float] = DEFAULT_STRENGTH,
+                smooth: Optional[float] = DEFAULT_STRENGTH, overrides: Optional[PathLike] = None,
                 report: Optional[Report] = None) -> Iterator[tuple[int, Optional[int], np.ndarray, np.ndarray]]:
     """Yield (frame_index, pts, rgb [H,W,3], alpha [H,W] float32 0..1) for each frame, in order,
     with the same stages as `bgvid run` running in background threads."""
@@ -172,7 +178,7 @@ def iter_mattes(src: PathLike, *, model: Optional[str] = None, model_spec: Optio
     rng = parse_frames(frames) if isinstance(frames, str) or frames is None else tuple(frames)
     choice, segmenter, reader, stages = _open(
         src, model=model, model_spec=model_spec, device=device, provider=provider, frames=rng,
-        batch_size=batch_size, threads=threads, refine=refine, smooth=smooth, report=report)
+        batch_size=batch_size, threads=threads, refine=refine, smooth=smooth, report=report, overrides=overrides)
     pipeline = Pipeline(reader, stages)
     try:
         for batch in pipeline:
@@ -190,7 +196,7 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
                       frames: Optional[str | tuple] = None, batch_size: Optional[int] = None,
                       audio: bool = True, overwrite: bool = False, threads: int = 0,
                       refine: Refine = "none", smooth: Optional[float] = DEFAULT_STRENGTH,
-                      report: Optional[Report] = None,
+                      overrides: Optional[PathLike] = None, report: Optional[Report] = None,
                       progress: Optional[Callable[[int, Optional[int]], None]] = None) -> RunResult:
     """Remove the background of `src` and write `dst` (format by extension, see `bgvid run --help`).
 
@@ -226,7 +232,8 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
     try:
         choice, segmenter, reader, stages = _open(
             src_path, model=model, model_spec=model_spec, device=device, provider=provider, frames=rng,
-            batch_size=batch_size, threads=threads, refine=refine, smooth=smooth, report=report)
+            batch_size=batch_size, threads=threads, refine=refine, smooth=smooth, report=report,
+            overrides=overrides)
         if bg is not None:
             stages.append(CompositeStage(bg))
         total = _range_count(info.frame_count, rng)

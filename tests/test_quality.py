@@ -111,3 +111,39 @@ def test_eval_scores_a_perfect_and_a_real_output(model_path, media, tmp_path):
     assert real["frames"] == n and 0 < real["mad"] < 1000 and real["dtssd"] >= 0
     table = bgvid_cli("eval", tmp_path / "out.mov", "--truth", truth, check=0).stdout
     assert "MAD" in table and "dtSSD" in table
+
+
+def test_overrides_give_the_target_alpha_end_to_end(model_path, media, tmp_path):
+    """A remove stroke on the man's face (frames 3-5) and a restore PNG over the top-left corner
+    (frames 0-2) of real footage: the output holds exactly the targets there, and only there."""
+    import json
+
+    import cv2
+
+    model_path("selfie")
+    src = media / "clips" / "carphone.mp4"  # 176x144
+    folder = tmp_path / "fix"
+    folder.mkdir()
+    (folder / "overrides.json").write_text(json.dumps(
+        [{"frames": "3-5", "mode": "remove", "size": 40, "softness": 0.25, "points": [[85, 80], [100, 85]]}]))
+    restore = np.zeros((144, 176, 2), np.uint8)  # grey + alpha
+    restore[:30, :40] = (255, 255)
+    cv2.imwrite(str(folder / "000000-000002.png"), np.dstack([restore[..., 0]] * 3 + [restore[..., 1]]))
+    out = tmp_path / "out"
+    bgvid_cli("run", src, "-o", out, "--frames", "0-7", "--overrides", folder, "--quiet", check=0)
+    alpha = {i: rgba[..., 3] / 65535 for i, _, rgba in read_rgba(out)}
+    assert sorted(alpha) == list(range(8))
+    for i in (3, 4, 5):
+        assert alpha[i][75:90, 85:100].max() == 0.0  # hard core of the brush: exactly removed
+    assert alpha[6][75:90, 85:100].mean() > 0.8  # the next frame is the model's again
+    for i in (0, 1, 2):
+        assert alpha[i][:30, :40].min() == 1.0
+    assert alpha[3][:30, :40].max() < 0.5
+
+
+def test_override_errors_name_the_file(tmp_path, media):
+    bad = tmp_path / "overrides.json"
+    bad.write_text('[{"frames": "3-5", "mode": "erase", "size": 10, "softness": 0, "points": [[1, 1]]}]')
+    proc = bgvid_cli("run", media / "clips" / "carphone.mp4", "-o", tmp_path / "o.mov", "--overrides", bad)
+    assert proc.returncode == 2 and "overrides.json" in proc.stderr and "erase" in proc.stderr
+    assert not (tmp_path / "o.mov").exists()
