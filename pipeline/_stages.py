@@ -36,7 +36,8 @@ class SegmentStage:
     def push(self, batch):
         if batch is None:
             return []
-        batch.alpha, self.state = self.segmenter.segment(batch.rgb, self.state, size="model")
+        batch.alpha, batch.foreground, self.state = self.segmenter.segment(
+            batch.rgb, self.state, size="model", with_foreground=True)
         return [batch]
 
 

@@ -136,7 +136,7 @@ def test_assemble_and_split_refuse_bad_input():
         assemble_tfjs({"a.bin": b""})
     with pytest.raises(ModelError, match="BGVTFJS1"):
         split_tfjs(b"TFL3 not a tfjs blob")
-    blob = assemble_tfjs({"package/model.json": js, "package/w.bin": bytes(4 + 4 + 4)})
+    blob = assemble_tfjs({"package/model.json": js, "package/w.bin": bytes(16)})
     with pytest.raises(ModelError, match="truncated"):
         split_tfjs(blob[:20])
     model, weights = split_tfjs(blob)

@@ -46,16 +46,17 @@ def fresh_home(tmp_path, monkeypatch):
 
 def test_catalogue_lists_the_public_model_names_with_licences():
     catalogue = _catalog.load_catalogue()
-    assert set(catalogue) >= {"isnet", "isnet-small", "selfie", "selfie-landscape"}
+    assert set(catalogue) >= {"isnet", "isnet-small", "selfie", "selfie-landscape", "rvm"}
+    assert "GPL-3.0" in catalogue["rvm"].licence and catalogue["rvm"].recurrent is not None
     assert "AGPL-3.0" in catalogue["isnet"].licence and "AGPL-3.0" in catalogue["isnet-small"].licence
     assert catalogue["selfie"].licence == "Apache-2.0"
     assert catalogue["isnet-small"].batch is False  # one shared quantisation scale per batch
 
 
 def test_catalogue_converter_versions_match_the_converters():
-    from bgvid import _convert_isnet, _convert_tflite
+    from bgvid import _convert_isnet, _convert_tfjs, _convert_tflite
 
-    versions = {"tflite": _convert_tflite.VERSION, "isnet": _convert_isnet.VERSION}
+    versions = {"tflite": _convert_tflite.VERSION, "isnet": _convert_isnet.VERSION, "tfjs": _convert_tfjs.VERSION}
     for spec in _catalog.load_catalogue().values():
         assert spec.converter_version == versions[spec.converter], spec.name
 

@@ -91,7 +91,7 @@ def _alpha_frames(path: Path) -> list[np.ndarray]:
     ("frames/", "png", None),
 ])
 def test_alpha_output_on_real_footage(model_path, davis_swing, davis_plain_iou, tmp_path, name, codec, tag):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src, masks = davis_swing
     out = tmp_path / name
     bgvid_cli("run", src, "-o", out, "--model", "selfie", "--quiet", check=0)
@@ -115,7 +115,7 @@ def test_alpha_output_on_real_footage(model_path, davis_swing, davis_plain_iou, 
 
 
 def test_matte_output_is_greyscale_alpha(model_path, davis_swing, davis_plain_iou, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     out = tmp_path / "matte.mov"
     bgvid_cli("run", davis_swing[0], "-o", out, "--matte", "--model", "selfie", "--quiet", check=0)
     greys = [rgba[..., 0].astype(np.float32) / 65535.0 for _, _, rgba in read_rgba(out)]
@@ -124,7 +124,7 @@ def test_matte_output_is_greyscale_alpha(model_path, davis_swing, davis_plain_io
 
 
 def test_mp4_composite_replaces_the_background(model_path, davis_swing, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     out = tmp_path / "green.mp4"
     bgvid_cli("run", davis_swing[0], "-o", out, "--background", "#00ff00", "--model", "selfie", "--quiet", check=0)
     with av.open(str(out)) as container:
@@ -141,7 +141,7 @@ def test_mp4_composite_replaces_the_background(model_path, davis_swing, tmp_path
 # --- timestamps, ranges, audio -----------------------------------------------------------------------
 
 def test_frame_range_keeps_original_timestamps(model_path, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "in.mp4", width=96, height=64, frames=20, fps=25)
     out = tmp_path / "part.mov"
     bgvid_cli("run", src, "-o", out, "--frames", "5-9", "--quiet", check=0)
@@ -151,7 +151,7 @@ def test_frame_range_keeps_original_timestamps(model_path, tmp_path):
 
 
 def test_variable_frame_rate_survives(model_path, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "vfr.mkv", width=96, height=64, frames=12, vfr=True)
     for name in ("out.mov", "out.webm"):
         out = tmp_path / name
@@ -162,7 +162,7 @@ def test_variable_frame_rate_survives(model_path, tmp_path):
 
 
 def test_real_audio_is_kept_or_dropped(model_path, media, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = media / "backgrounds" / "handheld_room.mp4"
     expected = {"keep.mov": "aac", "keep.webm": "opus"}
     for name, codec in expected.items():
@@ -175,7 +175,7 @@ def test_real_audio_is_kept_or_dropped(model_path, media, tmp_path):
 
 
 def test_person_free_clip_is_mostly_transparent(model_path, media, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     out = tmp_path / "room.mov"
     bgvid_cli("run", media / "backgrounds" / "handheld_room.mp4", "-o", out, "--quiet", check=0)
     alphas = _alpha_frames(out)
@@ -186,7 +186,7 @@ def test_person_free_clip_is_mostly_transparent(model_path, media, tmp_path):
 # --- defaults, API, JSON, progress ------------------------------------------------------------------
 
 def test_default_output_sits_beside_the_input(model_path, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "clip.mp4", frames=3)
     bgvid_cli("run", src, "--quiet", check=0)
     assert (tmp_path / "clip_alpha.mov").is_file()
@@ -197,7 +197,7 @@ def test_default_output_sits_beside_the_input(model_path, tmp_path):
 
 
 def test_odd_sizes_work_in_every_format(model_path, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "odd.mkv", width=53, height=39, frames=4)
     for name, extra in (("o.mov", []), ("o.webm", []), ("o.mp4", ["--background", "white"])):
         bgvid_cli("run", src, "-o", tmp_path / name, "--quiet", *extra, check=0)
@@ -207,11 +207,11 @@ def test_odd_sizes_work_in_every_format(model_path, tmp_path):
 
 
 def test_json_result_and_progress_lines(model_path, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "clip.mp4", frames=6)
     proc = bgvid_cli("run", src, "-o", tmp_path / "o.mov", "--json", "--progress", "json", check=0)
     result = json.loads(proc.stdout)
-    assert result["frames"] == 6 and result["model"] == "selfie" and result["device"] == "cpu"
+    assert result["frames"] == 6 and result["model"] == "rvm" and result["device"] == "cpu"
     assert result["output"] == str((tmp_path / "o.mov").resolve())
     assert {"decode", "segment", "encode"} <= set(result["stage_seconds"])
     lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
@@ -225,7 +225,7 @@ def test_json_on_failure_carries_the_error(tmp_path):
 
 
 def test_python_api(model_path, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=10)
     result = bgvid.remove_background(src, tmp_path / "o.webm", model="selfie", frames="2-5")
     assert result.frames == 4 and result.output == tmp_path / "o.webm"
@@ -264,7 +264,7 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
 
 
 def test_truncated_input_names_the_frame_and_leaves_nothing(model_path, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = truncate(make_clip(tmp_path / "cut.mp4", width=96, height=64, frames=60, faststart=True), keep=0.5)
     proc = bgvid_cli("run", src, "-o", tmp_path / "o.mov")
     _assert_user_error(proc, "cut.mp4", "frame")
@@ -288,14 +288,14 @@ def test_output_directory_that_does_not_exist(tmp_path):
 
 @pytest.mark.parametrize("frames, needle", [("8-20", "has 10 frames (0-9)"), ("5-2", "reversed"), ("x", "expected A-B")])
 def test_bad_frame_ranges(model_path, tmp_path, frames, needle):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "clip.mp4", frames=10)
     _assert_user_error(bgvid_cli("run", src, "-o", tmp_path / "o.mov", "--frames", frames), needle)
     assert not (tmp_path / "o.mov").exists()
 
 
 def test_existing_output_needs_force(model_path, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "clip.mp4", frames=3)
     out = tmp_path / "o.mov"
     out.write_bytes(b"precious")
@@ -326,7 +326,7 @@ def _limit_file_size():
 
 
 def test_disk_full_mid_run_is_a_clean_error(model_path, tmp_path):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "clip.mp4", width=320, height=240, frames=40)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -339,7 +339,7 @@ def test_disk_full_mid_run_is_a_clean_error(model_path, tmp_path):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_run_leaves_no_file(model_path, tmp_path, sig, code):
-    model_path("selfie")
+    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "long.mp4", width=320, height=240, frames=900)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
