@@ -13,7 +13,7 @@ import numpy as np
 
 from ._errors import InputError, ModelError
 from ._segment import PROVIDERS, Segmenter, available_providers
-from ._stages import CompositeStage, Pipeline, SegmentStage, SmoothStage, TrimStage, UpsampleStage
+from ._stages import CompositeStage, DecontaminateStage, Pipeline, SegmentStage, SmoothStage, TrimStage, UpsampleStage
 from .kernels import DEFAULT_STRENGTH, warmup_frames
 
 PathLike = Union[str, os.PathLike]
@@ -208,7 +208,8 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
                       frames: Optional[str | tuple] = None, batch_size: Optional[int] = None,
                       audio: bool = True, overwrite: bool = False, threads: int = 0,
                       refine: Refine = "none", smooth: Optional[float] | str = "auto",
-                      overrides: Optional[PathLike] = None, downsample_ratio: float | str = "auto", report: Optional[Report] = None,
+                      overrides: Optional[PathLike] = None, downsample_ratio: float | str = "auto",
+                      decontaminate: bool = True, report: Optional[Report] = None,
                       progress: Optional[Callable[[int, Optional[int]], None]] = None) -> RunResult:
     """Remove the background of `src` and write `dst` (format by extension, see `bgvid run --help`).
 
@@ -246,6 +247,8 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
             src_path, model=model, model_spec=model_spec, device=device, provider=provider, frames=rng,
             batch_size=batch_size, threads=threads, refine=refine, smooth=smooth, report=report,
             overrides=overrides, downsample_ratio=downsample_ratio)
+        if decontaminate and not matte:
+            stages.append(DecontaminateStage())
         if bg is not None:
             stages.append(CompositeStage(bg))
         total = _range_count(info.frame_count, rng)
