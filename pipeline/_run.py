@@ -229,7 +229,7 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
     rng = parse_frames(frames) if isinstance(frames, str) or frames is None else tuple(frames)
     if info.is_image and rng not in (None, (0, 0), (0, None)):
         raise InputError(f"{src_path}: --frames does not apply to a single image")
-    if rng is not None and info.frame_count and rng[0] >= info.frame_count:
+    if rng is not None and info.frame_count and (rng[0] >= info.frame_count or (rng[1] or 0) >= info.frame_count):
         raise InputError(f"--frames {rng[0]}-{'' if rng[1] is None else rng[1]}: {src_path} has "
                          f"{info.frame_count} frames (0-{info.frame_count - 1})")
     dst_path = Path(dst) if dst is not None else default_output(src_path, is_image=info.is_image, matte=matte, background=background)
