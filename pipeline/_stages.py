@@ -102,8 +102,10 @@ class TrimStage:
 class DecontaminateStage:
     """Straight-alpha colour in half-transparent pixels must be the foreground's own colour, not the
     foreground mixed with the old background (the halo every tool's users complain about). Uses the
-    model's predicted foreground (rvm's fgr) where there is one, else a multi-level foreground
-    estimate from the frame and the matte. Opaque and fully transparent pixels are left as they are."""
+    model's predicted foreground (rvm's fgr, written into half-transparent pixels) where there is
+    one, else a multi-level foreground estimate from the frame and the matte (kernels/_foreground:
+    it also fills fully transparent pixels, so 4:2:0 chroma and resizes downstream do not pull the
+    old background back into the edge). Opaque pixels keep their colour exactly."""
 
     name = "decontaminate"
 
