@@ -69,3 +69,23 @@ def blur_frames(rgb: np.ndarray, *, sigma_fraction: float = 0.02) -> np.ndarray:
         small = cv2.GaussianBlur(small, (0, 0), sigma)
         out[i] = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     return out
+
+
+def choke_feather(alpha: np.ndarray, *, choke: float = 0.0, feather: float = 0.0) -> np.ndarray:
+    """Compositor-style matte finishing on [N,H,W] float alpha.
+
+    choke PX > 0 shrinks the matte by PX pixels (grey erosion with a disc), < 0 grows it;
+    feather PX softens the edge with a Gaussian of sigma PX / 2 (the ramp spans about 2*PX)."""
+    import cv2
+
+    out = alpha.astype(np.float32, copy=True)
+    radius = int(round(abs(choke)))
+    if radius:
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        op = cv2.erode if choke > 0 else cv2.dilate
+        for i in range(out.shape[0]):
+            out[i] = op(out[i], disc)
+    if feather > 0:
+        for i in range(out.shape[0]):
+            out[i] = cv2.GaussianBlur(out[i], (0, 0), feather / 2.0)
+    return out

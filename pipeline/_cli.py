@@ -128,6 +128,9 @@ With --matte: the matte alone as greyscale (white = foreground).
               help="Manual corrections: a folder of PNGs (000123.png, 000100-000150.png; grey = target alpha, "
                    "PNG alpha = coverage) and/or an overrides.json of restore/remove brush strokes. Applied "
                    "after smoothing, exact on the frames they name.")
+@click.option("--choke", type=float, default=0.0, metavar="PX",
+              help="Shrink the matte by PX pixels (negative grows it), as a compositor's choke.")
+@click.option("--feather", type=float, default=0.0, metavar="PX", help="Soften the matte's edge over about PX pixels.")
 @click.option("--no-decontaminate", is_flag=True,
               help="Keep the source colour in half-transparent edge pixels (default: replace it with the "
                    "estimated foreground colour, so no old background shows in the edges).")
@@ -140,7 +143,7 @@ With --matte: the matte alone as greyscale (white = foreground).
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "bar", "json", "none"]), default="auto",
               show_default=True, help="Progress on stderr: a bar on a terminal, or one JSON line per second.")
 def run(input: Path, output, model, downsample_ratio, model_spec, device, provider, background, matte, frames, refine, smooth,
-        no_smooth, overrides, no_decontaminate, batch_size, no_audio, force, quiet, as_json, progress_mode) -> None:
+        no_smooth, overrides, choke, feather, no_decontaminate, batch_size, no_audio, force, quiet, as_json, progress_mode) -> None:
     """Remove the background of INPUT (a video, an image, a folder of frames or a %05d pattern).
 
     Exit status: 0 done, 2 bad usage or bad input, 1 other failure, 130 interrupted (Ctrl-C),
@@ -160,6 +163,7 @@ def run(input: Path, output, model, downsample_ratio, model_spec, device, provid
             background=background, matte=matte, frames=frames, batch_size=batch_size, audio=not no_audio,
             refine=refine, smooth=None if no_smooth or smooth == 0 else ("auto" if smooth is None else smooth),
             overrides=overrides, downsample_ratio=downsample_ratio, decontaminate=not no_decontaminate,
+            choke=choke, feather=feather,
             overwrite=force, report=report, progress=progress)
         progress(result.frames, result.frames, final=True)
     except BaseException as exc:  # noqa: BLE001 - mapped to an exit code below

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._errors import InputError, ModelError
 from ._segment import PROVIDERS, Segmenter, available_providers
-from ._stages import CompositeStage, DecontaminateStage, Pipeline, SegmentStage, SmoothStage, TrimStage, UpsampleStage
+from ._stages import CompositeStage, DecontaminateStage, FinishStage, Pipeline, SegmentStage, SmoothStage, TrimStage, UpsampleStage
 from .kernels import DEFAULT_STRENGTH, warmup_frames
 
 PathLike = Union[str, os.PathLike]
@@ -134,7 +134,7 @@ def _check_quality_options(refine: str, smooth) -> None:
 
 
 def _open(src, *, model, model_spec, device, provider, frames, batch_size, threads, refine, smooth, report,
-          overrides=None, downsample_ratio="auto"):
+          overrides=None, downsample_ratio="auto", choke=0.0, feather=0.0):
     """Model, reader and stages for one run. With smoothing and a range that starts mid-video, the
     reader starts `warmup_frames(smooth)` frames early and a TrimStage drops them after they primed
     the smoother, so the chunk matches a full run (the render-farm contract)."""
@@ -170,6 +170,10 @@ def _open(src, *, model, model_spec, device, provider, frames, batch_size, threa
     if first is not None:
         stages.append(TrimStage(first))
     stages.append(UpsampleStage(refine))
+    if choke or feather:
+        if feather < 0:
+            raise InputError(f"--feather must be >= 0 pixels, got {feather}")
+        stages.append(FinishStage(choke, feather))
     if overrides is not None:
         from ._overrides import OverrideStage, Overrides
 
@@ -209,7 +213,7 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
                       audio: bool = True, overwrite: bool = False, threads: int = 0,
                       refine: Refine = "none", smooth: Optional[float] | str = "auto",
                       overrides: Optional[PathLike] = None, downsample_ratio: float | str = "auto",
-                      decontaminate: bool = True, report: Optional[Report] = None,
+                      decontaminate: bool = True, choke: float = 0.0, feather: float = 0.0, report: Optional[Report] = None,
                       progress: Optional[Callable[[int, Optional[int]], None]] = None) -> RunResult:
     """Remove the background of `src` and write `dst` (format by extension, see `bgvid run --help`).
 
@@ -246,7 +250,7 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
         choice, segmenter, reader, stages = _open(
             src_path, model=model, model_spec=model_spec, device=device, provider=provider, frames=rng,
             batch_size=batch_size, threads=threads, refine=refine, smooth=smooth, report=report,
-            overrides=overrides, downsample_ratio=downsample_ratio)
+            overrides=overrides, downsample_ratio=downsample_ratio, choke=choke, feather=feather)
         if decontaminate and not matte:
             stages.append(DecontaminateStage())
         if bg is not None:

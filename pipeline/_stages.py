@@ -76,6 +76,23 @@ class UpsampleStage:
         return [batch]
 
 
+class FinishStage:
+    """Matte finishing a compositor expects: choke (shrink/grow) and feather, in pixels."""
+
+    name = "finish"
+
+    def __init__(self, choke: float = 0.0, feather: float = 0.0):
+        self.choke, self.feather = choke, feather
+
+    def push(self, batch):
+        if batch is None:
+            return []
+        from .kernels import choke_feather
+
+        batch.alpha = choke_feather(batch.alpha, choke=self.choke, feather=self.feather)
+        return [batch]
+
+
 class TrimStage:
     """Drops warm-up frames (index < first) once they have primed the temporal state."""
 

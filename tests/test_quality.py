@@ -174,3 +174,26 @@ def test_rvm_carries_foreground_colour_and_state(model_path, media):
     assert alpha[:, 60:110, 70:120].mean() > 0.8  # the man
     again, _ = seg.segment(frames[1:2], seg.segment(frames[:1], None)[1])
     np.testing.assert_allclose(again[0], alpha[1], atol=1e-5)  # state carried = one continuous run
+
+
+def test_choke_and_feather_move_and_soften_the_edge():
+    from bgvid.kernels import choke_feather
+
+    alpha = np.zeros((1, 40, 40), np.float32)
+    alpha[:, 10:30, 10:30] = 1.0
+    choked = choke_feather(alpha, choke=3)
+    assert choked[0, 13:27, 13:27].min() == 1.0 and choked[0, 11, 20] == 0.0
+    grown = choke_feather(alpha, choke=-3)
+    assert grown[0, 8, 20] == 1.0
+    soft = choke_feather(alpha, feather=4)
+    assert 0.3 < soft[0, 10, 20] < 0.7 and soft[0, 20, 20] > 0.99 and soft[0, 2, 2] < 0.01
+
+
+def test_choke_on_the_command_line(model_path, media, tmp_path):
+    model_path("selfie")
+    src = media / "clips" / "carphone.mp4"
+    for name, extra in (("plain", []), ("choked", ["--choke", "6"])):
+        bgvid_cli("run", src, "-o", tmp_path / name, "--frames", "0-1", "--model", "selfie", "--quiet", *extra, check=0)
+    plain = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "plain")]
+    choked = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "choked")]
+    assert all((c <= p).all() and c.sum() < p.sum() for c, p in zip(choked, plain))
