@@ -12,7 +12,7 @@ from typing import Optional
 
 import click
 
-from ._errors import BgvidError, InputError
+from ._errors import BgvidError
 
 
 def _say(message: str) -> None:

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, Literal, Optional, Union
 
 import numpy as np
 
-from ._errors import InputError, ModelError
+from ._errors import InputError
 from ._segment import PROVIDERS, Segmenter, available_providers
 from ._stages import CompositeStage, DecontaminateStage, FinishStage, Pipeline, SegmentStage, SmoothStage, TrimStage, UpsampleStage
 from .kernels import DEFAULT_STRENGTH, warmup_frames

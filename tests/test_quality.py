@@ -83,7 +83,7 @@ def test_refinements_find_the_person(model_path, media, refine):
 
 def test_bad_quality_options_are_named(tmp_path):
     with pytest.raises(InputError, match="--refine must be one of none, guided"):
-        bgvid.remove_background(media_missing := tmp_path / "x.mp4", refine="sharp")  # noqa: F841
+        bgvid.remove_background(tmp_path / "x.mp4", refine="sharp")
     proc = bgvid_cli("run", tmp_path / "x.mp4", "--smooth", "1.5")
     assert proc.returncode == 2 and "[0, 1)" in proc.stderr
 

@@ -4,13 +4,10 @@ clear errors for bad input, nothing half-written."""
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import subprocess
 import sys
-import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -64,7 +61,6 @@ def davis_swing(tmp_path_factory, request):
 @pytest.fixture(scope="module")
 def davis_plain_iou(davis_swing, request):
     """IoU of the plain reference pipeline on the same decoded frames."""
-    from conftest import ROOT  # noqa: F401 - conftest is importable under pytest's rootdir
     from bgvid import _cache
 
     spec = get_model("selfie")
