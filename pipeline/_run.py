@@ -140,7 +140,6 @@ def _open(src, *, model, model_spec, device, provider, frames, batch_size, threa
     the smoother, so the chunk matches a full run (the render-farm contract)."""
     from ._video_in import VideoReader
 
-    _check_quality_options(refine, smooth)
     choice = resolve_device(device, provider)
     report(f"Device: {choice.reason}")
     if model is None:
@@ -190,6 +189,7 @@ def iter_mattes(src: PathLike, *, model: Optional[str] = None, model_spec: Optio
     """Yield (frame_index, pts, rgb [H,W,3], alpha [H,W] float32 0..1) for each frame, in order,
     with the same stages as `bgvid run` running in background threads."""
     report = report or (lambda m: None)
+    _check_quality_options(refine, smooth)
     rng = parse_frames(frames) if isinstance(frames, str) or frames is None else tuple(frames)
     choice, segmenter, reader, stages = _open(
         src, model=model, model_spec=model_spec, device=device, provider=provider, frames=rng,
