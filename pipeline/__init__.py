@@ -5,11 +5,17 @@ Public API:
     iter_mattes(src, **options) -> iterator of (frame_index, pts, rgb, alpha)
     Segmenter                                                   one model on batches of frames
     models: list_models(), pull_model(name), model_path(name)
+    run_live(source, sink, **options) -> LiveStats              the whole `bgvid cam`
+    join_parts(parts, dst, audio_from=None) -> JoinResult       the whole `bgvid join`
+    run_farm(shots, **options) -> FarmResult                     the whole `bgvid farm` (needs bgvid[farm])
 
 Importing bgvid loads no model, touches no network and starts no thread.
 """
 
+from ._cam import LiveSession, LiveStats, open_live, open_sink, open_source, run_live
 from ._errors import BgvidError, InputError, ModelError
+from ._farm import FarmResult, Shot, load_job, make_shots, run_farm
+from ._join import JoinResult, join_parts, read_part
 from ._models import list_models, model_path, pull_model
 from ._run import RunResult, iter_mattes, remove_background
 from ._segment import Segmenter
@@ -18,6 +24,8 @@ from ._types import FrameBatch, VideoInfo
 __version__ = "0.1.0"
 
 __all__ = [
-    "BgvidError", "FrameBatch", "InputError", "ModelError", "RunResult", "Segmenter", "VideoInfo",
-    "iter_mattes", "list_models", "model_path", "pull_model", "remove_background",
+    "BgvidError", "FarmResult", "FrameBatch", "InputError", "JoinResult", "LiveSession", "LiveStats", "ModelError",
+    "RunResult", "Segmenter", "Shot", "VideoInfo",
+    "iter_mattes", "join_parts", "list_models", "load_job", "make_shots", "model_path", "open_live", "open_sink",
+    "open_source", "pull_model", "read_part", "remove_background", "run_farm", "run_live",
 ]

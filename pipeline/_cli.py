@@ -115,14 +115,15 @@ With --matte: the matte alone as greyscale (white = foreground).
 @click.option("--matte", is_flag=True, help="Write the matte alone as a greyscale video.")
 @click.option("--frames", metavar="A-B",
               help="Only input frames A..B (0-based, inclusive), keeping their original timestamps.")
-@click.option("--refine", type=click.Choice(["none", "guided"]), default="none", show_default=True,
+@click.option("--refine", type=click.Choice(["none", "guided"]), default="guided", show_default=True,
               help="How the model's matte is brought to frame size: bilinear (none) or an edge-aware "
                    "guided filter.")
 @click.option("--smooth", type=float, default=None, metavar="STRENGTH",
               help="Temporal smoothing strength in [0, 1): steadier mattes where nothing moves, no lag "
-                   "where something does. Default 0.5 for per-frame models (selfie, isnet), off for rvm "
-                   "(recurrent, steady already). A --frames range starting mid-video also runs the model on "
-                   "the frames just before it (8 at strength 0.5, 32 for rvm) so chunks join seamlessly.")
+                   "where something does (the last matte follows the picture's motion). Default 0.7 for per-frame "
+                   "models (selfie, isnet), off for rvm (recurrent, steady already). A --frames range starting "
+                   "mid-video also runs the model on the frames just before it (16 at strength 0.7, 32 for rvm) "
+                   "so chunks join seamlessly.")
 @click.option("--no-smooth", is_flag=True, help="Turn temporal smoothing off (per-frame mattes).")
 @click.option("--overrides", type=click.Path(path_type=Path), metavar="PATH",
               help="Manual corrections: a folder of PNGs (000123.png, 000100-000150.png; grey = target alpha, "
@@ -330,6 +331,16 @@ def doctor() -> None:
     click.echo(f"model cache  {cache_root()}")
     for e in list_models():
         click.echo(f"  {e.name:<17} {'cached' if e.cached else 'not cached'}")
+
+
+# Commands that live in their own modules (imported here, after the helpers above exist, because
+# they reuse _say/_exit_for/Progress).
+from ._cli_cam import cam  # noqa: E402
+from ._cli_edit import edit  # noqa: E402
+from ._cli_farm import farm, join  # noqa: E402
+
+for _command in (cam, edit, farm, join):
+    cli.add_command(_command)
 
 
 def main() -> None:

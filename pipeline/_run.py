@@ -130,7 +130,7 @@ def _check_quality_options(refine: str, smooth) -> None:
     if refine not in REFINES:
         raise InputError(f"--refine must be one of {', '.join(REFINES)}, got {refine!r}")
     if smooth is not None and smooth != "auto" and not 0.0 <= float(smooth) < 1.0:
-        raise InputError(f"--smooth must be a strength in [0, 1) (0.5 is the default), got {smooth}")
+        raise InputError(f"--smooth must be a strength in [0, 1) ({DEFAULT_STRENGTH} is the default), got {smooth}")
 
 
 def _open(src, *, model, model_spec, device, provider, frames, batch_size, threads, refine, smooth, report,
@@ -183,7 +183,7 @@ def _open(src, *, model, model_spec, device, provider, frames, batch_size, threa
 
 def iter_mattes(src: PathLike, *, model: Optional[str] = None, model_spec: Optional[PathLike] = None,
                 device: str = "auto", provider: Optional[str] = None, frames: Optional[str | tuple] = None,
-                batch_size: Optional[int] = None, threads: int = 0, refine: Refine = "none",
+                batch_size: Optional[int] = None, threads: int = 0, refine: Refine = "guided",
                 smooth: Optional[float] | str = "auto", overrides: Optional[PathLike] = None,
                 downsample_ratio: float | str = "auto", report: Optional[Report] = None) -> Iterator[tuple[int, Optional[int], np.ndarray, np.ndarray]]:
     """Yield (frame_index, pts, rgb [H,W,3], alpha [H,W] float32 0..1) for each frame, in order,
@@ -211,7 +211,7 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
                       provider: Optional[str] = None, background: Optional[str] = None, matte: bool = False,
                       frames: Optional[str | tuple] = None, batch_size: Optional[int] = None,
                       audio: bool = True, overwrite: bool = False, threads: int = 0,
-                      refine: Refine = "none", smooth: Optional[float] | str = "auto",
+                      refine: Refine = "guided", smooth: Optional[float] | str = "auto",
                       overrides: Optional[PathLike] = None, downsample_ratio: float | str = "auto",
                       decontaminate: bool = True, choke: float = 0.0, feather: float = 0.0, report: Optional[Report] = None,
                       progress: Optional[Callable[[int, Optional[int]], None]] = None) -> RunResult:
@@ -244,13 +244,19 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
     if matte and background is not None:
         raise InputError("--matte writes the matte alone; it cannot be combined with --background")
     bg = open_background(background) if background is not None else None
+    part = kind in ("prores", "webm") and not info.is_image  # carries a render-farm part record
     writer = VideoWriter(dst_path, info=info, kind=kind, matte=matte, audio=audio and not info.is_image,
-                         frames=rng, overwrite=overwrite)
+                         frames=rng, overwrite=overwrite, metadata={} if part else None)
     try:
         choice, segmenter, reader, stages = _open(
             src_path, model=model, model_spec=model_spec, device=device, provider=provider, frames=rng,
             batch_size=batch_size, threads=threads, refine=refine, smooth=smooth, report=report,
             overrides=overrides, downsample_ratio=downsample_ratio, choke=choke, feather=feather)
+        if part:
+            writer.update_metadata(_part_tags(src_path, info, rng, segmenter, matte=matte, background=background,
+                                              refine=refine, smooth=smooth, overrides=overrides,
+                                              downsample_ratio=downsample_ratio, decontaminate=decontaminate,
+                                              choke=choke, feather=feather))
         if decontaminate and not matte:
             stages.append(DecontaminateStage())
         if bg is not None:
@@ -286,6 +292,33 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
     return RunResult(output=dst_path, frames=done, seconds=seconds, fps=done / seconds if seconds else 0.0,
                      model=segmenter.spec.name, device=choice.device, provider=choice.provider,
                      stage_seconds=stage_seconds)
+
+
+def picture_options(segmenter: Segmenter, *, matte, background, refine, smooth, overrides, downsample_ratio,
+                    decontaminate, choke, feather) -> dict:
+    """The options that shape the output picture, resolved (smooth "auto" -> its value), as recorded in
+    a render-farm part: parts rendered with different ones do not join."""
+    from ._join import model_sha256
+
+    if smooth == "auto":
+        smooth = None if segmenter.recurrent else DEFAULT_STRENGTH
+    return {
+        "model": segmenter.spec.name, "model_sha256": model_sha256(segmenter.model_path),
+        "matte": bool(matte), "background": background, "refine": refine,
+        "smooth": None if not smooth else float(smooth), "overrides": None if overrides is None else os.fspath(overrides),
+        "downsample_ratio": str(downsample_ratio), "decontaminate": bool(decontaminate and not matte),
+        "choke": float(choke), "feather": float(feather),
+    }
+
+
+def _part_tags(src_path: Path, info, rng, segmenter: Segmenter, **options) -> dict:
+    import json
+
+    from ._join import PART_TAG, part_record
+
+    record = part_record(src_path, frames=rng or (0, None), frame_count=info.frame_count,
+                         options=picture_options(segmenter, **options))
+    return {PART_TAG: json.dumps(record, sort_keys=True)}
 
 
 def _range_count(frame_count: Optional[int], rng) -> Optional[int]:

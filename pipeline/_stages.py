@@ -126,8 +126,21 @@ class DecontaminateStage:
 
     name = "decontaminate"
 
+    def __init__(self, workers: int = 0):
+        # The estimate is the costliest per-pixel step: the frames of a batch are solved on `workers`
+        # threads (0 = one per core), so this stage alone is not the pipeline's bottleneck.
+        import os
+
+        if not workers:
+            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.workers = int(workers)
+        self._pool = None
+
     def push(self, batch):
         if batch is None:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             return []
         alpha = batch.alpha
         soft = (alpha > 0.0) & (alpha < 1.0)
@@ -140,7 +153,11 @@ class DecontaminateStage:
         else:
             from .kernels import decontaminate
 
-            batch.rgb = decontaminate(batch.rgb, alpha)
+            if self._pool is None and self.workers > 1 and len(batch) > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="bgvid-decontaminate")
+            batch.rgb = decontaminate(batch.rgb, alpha, executor=self._pool)
         return [batch]
 
 
@@ -168,13 +185,18 @@ _END = object()
 class Pipeline:
     """Runs a frame source and stages in threads joined by bounded queues; iterate it for the
     finished batches. Decode, inference and encode overlap; at most `depth` batches wait between
-    two stages, so memory does not grow with video length. The first failure anywhere stops every
-    thread and is re-raised once, in the iterating thread."""
+    two stages, and at most `max_in_flight` batches exist between the decoder and the consumer
+    altogether, so memory reaches its ceiling within the first few batches (not after as many frames
+    as the stages and queues can hold) and does not grow with video length. The first failure
+    anywhere stops every thread and is re-raised once, in the iterating thread."""
 
-    def __init__(self, source: Iterable[FrameBatch], stages: list, *, depth: int = 2):
+    def __init__(self, source: Iterable[FrameBatch], stages: list, *, depth: int = 2, max_in_flight: int = 4):
         self.source = source
         self.stages = stages
         self.depth = depth
+        self.max_in_flight = max(1, int(max_in_flight))
+        self._in_flight = 0
+        self._room = threading.Condition()
         self.stop = threading.Event()
         self.error: Optional[BaseException] = None
         self.seconds: dict[str, float] = {"decode": 0.0, **{s.name: 0.0 for s in stages}}
@@ -204,13 +226,33 @@ class Pipeline:
                 continue
         return None  # stopping
 
+    def _count(self, delta: int) -> None:
+        """Batches come into being at the decoder (+1) and leave at the consumer (-1); a stage that
+        drops or merges batches gives their credit back, one that splits or flushes takes more."""
+        with self._room:
+            self._in_flight += delta
+            self._room.notify_all()
+
+    def _wait_for_room(self) -> bool:
+        with self._room:
+            while self._in_flight >= self.max_in_flight:
+                if self.stop.is_set():
+                    return False
+                self._room.wait(timeout=0.1)
+            self._in_flight += 1
+            return not self.stop.is_set()
+
     def _run_source(self, out: queue.Queue) -> None:
         try:
             iterator = iter(self.source)
             while not self.stop.is_set():
+                if not self._wait_for_room():
+                    return
                 started = time.perf_counter()
                 batch = next(iterator, _END)
                 self.seconds["decode"] += time.perf_counter() - started
+                if batch is _END:
+                    self._count(-1)
                 if not self._put(out, batch) or batch is _END:
                     return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the iterating thread
@@ -225,6 +267,7 @@ class Pipeline:
                 started = time.perf_counter()
                 results = list(stage.push(None if item is _END else item))
                 self.seconds[stage.name] += time.perf_counter() - started
+                self._count(len(results) - (0 if item is _END else 1))
                 for result in results:
                     if not self._put(out, result):
                         return
@@ -251,6 +294,7 @@ class Pipeline:
                     return
                 if item is _END:
                     return
+                self._count(-1)
                 yield item
         finally:
             self.close()

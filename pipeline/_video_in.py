@@ -201,6 +201,12 @@ class _StreamDecoder:
             self.container.close()
             raise
         self.decoded = 0
+        self.seeked = False
+
+    def seek(self, pts: int) -> None:
+        """Position the demuxer on the keyframe at or before pts (stream time base)."""
+        self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
+        self.seeked = True
 
     def frames(self) -> Iterator[av.VideoFrame]:
         """Every frame in presentation order; raises InputError on corrupt or truncated data."""
@@ -229,7 +235,7 @@ class _StreamDecoder:
 
     def _check_complete(self) -> None:
         expected = self.stream.frames or 0
-        if expected <= 0 or self.decoded >= expected:
+        if self.seeked or expected <= 0 or self.decoded >= expected:
             return
         try:
             entries = self.stream.index_entries
@@ -371,6 +377,35 @@ def _probe_sequence(p: str) -> VideoInfo:
 
 # ----------------------------------------------------------------------------------------- reader
 
+SEEK_MIN_FRAMES = 48  # below this, decoding the frames before a range costs less than planning a seek
+
+
+class _SeekFailed(Exception):
+    """The stream did not land where its packets said it would: decode from the start instead."""
+
+
+def _shown_pts(path: str, stream_index: int) -> Optional[list[int]]:
+    """Presentation timestamps of every frame the decoder will show, in order, from the packets alone
+    (no decoding: milliseconds for thousands of frames); None where they cannot be trusted (missing
+    or repeated pts), so the caller decodes from the start as before."""
+    try:
+        with av.open(path) as container:
+            stream = container.streams[stream_index]
+            pts = []
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.is_discard:  # flush packets; samples an edit list hides
+                    continue
+                if packet.pts is None:
+                    return None
+                pts.append(int(packet.pts))
+    except av.FFmpegError:
+        return None
+    pts.sort()
+    if len(set(pts)) != len(pts):
+        return None
+    return pts
+
+
 class VideoReader:
     """Decoded frames of `path` in presentation order, in batches of `batch_size`.
 
@@ -436,6 +471,61 @@ class VideoReader:
                                      f"{info.width}x{info.height} (from {files[0].name})")
                 yield i, i, rgb
             return
+        if self.start >= SEEK_MIN_FRAMES and not info.is_image:
+            try:
+                yield from self._raw_seeking()
+                return
+            except _SeekFailed:
+                if self._dec is not None:
+                    self._dec.close()
+        yield from self._raw_from_start()
+
+    def _raw_seeking(self) -> Iterator[tuple[int, Optional[int], np.ndarray]]:
+        """A range that starts far in: seek to the keyframe before frame `start` and decode from there.
+        The frame index of each decoded frame comes from its pts' rank among all packets' pts; until
+        frame `start` is proven found (its exact pts), nothing is yielded, so any surprise falls back
+        to decoding from the start (_SeekFailed) with identical results."""
+        info = self.info
+        self._dec = _StreamDecoder(self.path, threads=self.threads)
+        dec = self._dec
+        shown = _shown_pts(self.path, dec.stream.index)
+        if shown is None or len(shown) <= self.start:
+            raise _SeekFailed
+        target = shown[self.start]
+        dec.seek(target)
+        deep = info.bit_depth > 8
+        coded = (info.height, info.width) if info.rotation in (90, -90) else (info.width, info.height)
+        index = None
+        for frame in dec.frames():
+            if frame.pts is None:
+                if index is None:
+                    raise _SeekFailed
+                pts = shown[index + 1] if index + 1 < len(shown) else None
+                if pts is None:
+                    return
+            else:
+                pts = int(frame.pts)
+            if index is None:
+                if pts < target:
+                    continue  # from the keyframe up to the range: decoded, not converted
+                if pts != target:
+                    raise _SeekFailed
+                index = self.start
+            else:
+                index += 1
+            try:
+                rgb = _to_rgb(frame, deep=deep, color=info.color, size=coded)
+            except av.FFmpegError as e:
+                raise InputError(f"{self.path}: cannot convert frame {index}: {_msg(e)}") from e
+            yield index, pts, _rotate(rgb, info.rotation)
+            if self.end is not None and index >= self.end:
+                return
+        if index is None:
+            raise _SeekFailed
+
+    def _raw_from_start(self) -> Iterator[tuple[int, Optional[int], np.ndarray]]:
+        info = self.info
+        deep = info.bit_depth > 8
         self._dec = _StreamDecoder(self.path, threads=self.threads)
         dec = self._dec
         coded = (info.height, info.width) if info.rotation in (90, -90) else (info.width, info.height)

@@ -383,14 +383,20 @@ class VideoWriter:
         touch the files of the frames they write: render-farm chunks can share a folder, and a stale
         frame outside this run's range stays where it is.
     threads: encoder and colour-conversion threads (0 = FFmpeg's choice).
+    metadata: container-level tags (str -> str) for .mov/.mp4/.webm, e.g. the render-farm part record
+        `bgvid join` reads (see _join.PART_TAG); ignored for PNG. .mov/.mp4 store them as QuickTime
+        `mdta` keys (movflags use_metadata_tags); Matroska upper-cases tag names (read them back with
+        case-insensitive keys).
     Use as a context manager: an exception inside the block aborts (nothing under the final name), a
     clean exit finishes.
     """
 
     def __init__(self, path: PathLike, *, info: VideoInfo, kind: OutputKind, matte: bool = False,
                  audio: bool = True, frames: Optional[tuple[int, Optional[int]]] = None,
-                 overwrite: bool = False, threads: int = 0):
+                 overwrite: bool = False, threads: int = 0, metadata: Optional[dict] = None):
         self.path = os.fspath(path)
+        self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+        self._tagged = metadata is not None
         self.info = info
         self.kind = kind
         self.matte = matte
@@ -568,13 +574,16 @@ class VideoWriter:
             # and at least 1000 (audio edits in it stay within a millisecond)
             movie = den * max(1, -(-1000 // den))
             options = {"video_track_timescale": str(den), "movie_timescale": str(movie)}
-            if kind == "mp4":
-                options["movflags"] = "+faststart"
+            flags = ("+faststart" if kind == "mp4" else "") + ("+use_metadata_tags" if self._tagged else "")
+            if flags:
+                options["movflags"] = flags
         try:
             self._container = av.open(self._tmp, "w", format=fmt, options=options)
         except (av.FFmpegError, OSError) as e:
             raise InputError(f"{os.path.dirname(self._tmp)}: cannot write there ({e})") from e
         c = self._container
+        for key, value in self.metadata.items():
+            c.metadata[key] = value
         if kind == "prores":
             st = c.add_stream(PRORES_CODEC, rate=rate,
                               options=dict(PRORES_MATTE_OPTIONS if self.matte else PRORES_OPTIONS))
@@ -612,6 +621,16 @@ class VideoWriter:
                 raise
             except (av.FFmpegError, IndexError) as e:
                 raise InputError(f"{info.path}: cannot read its audio ({e})") from e
+
+    def update_metadata(self, tags: dict) -> None:
+        """Add container tags before the first push (the header is written with the first frame).
+        Needs metadata= (even {}) at construction for .mov/.mp4, whose muxer option is set then."""
+        if self._count:
+            raise BgvidError(f"{self.path}: container tags must be set before the first frame")
+        for key, value in tags.items():
+            self.metadata[str(key)] = str(value)
+            if self._container is not None:
+                self._container.metadata[str(key)] = str(value)
 
     # ------------------------------------------------------------------------------- writing
     def __enter__(self) -> "VideoWriter":

@@ -154,3 +154,40 @@ def test_bad_arguments():
         estimate_foreground(image, alpha, levels="fast")
     with pytest.raises(ValueError):
         estimate_foreground(image, alpha[:4])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_fast_decontaminate_matches_the_reference(media, dtype, monkeypatch):
+    """decontaminate() solves the full-size level on the band from gathers (no full-size float
+    frame); it matches estimate_foreground + rounding within one code value everywhere, exactly on
+    opaque pixels, and gives the same result on a thread pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames, alphas = [], []
+    for frame, alpha, _ in make_composite(media / "rgba" / "lemur_rgba.png", media / "backgrounds" / "still_GT26r.jpg",
+                                          frames=2, size=(288, 512)):
+        frames.append(frame)
+        alphas.append(alpha)
+    rgb, alpha = np.stack(frames), np.stack(alphas)
+    if dtype == np.uint16:
+        rgb = rgb.astype(np.uint16) * 257
+    top = np.iinfo(dtype).max
+    ran = []
+    real = _foreground._decontaminate_frame
+
+    def spy(*args):
+        ran.append(real(*args))
+        return ran[-1]
+
+    monkeypatch.setattr(_foreground, "_decontaminate_frame", spy)
+    fast = decontaminate(rgb, alpha)
+    with ThreadPoolExecutor(2) as pool:
+        pooled = decontaminate(rgb, alpha, executor=pool)
+    monkeypatch.setattr(_foreground, "_decontaminate_frame", real)
+    assert ran and all(ran), "the fast path did not run"
+    reference = _foreground._reference_decontaminate(rgb, alpha, float(top))
+    assert fast.dtype == rgb.dtype and fast.shape == rgb.shape
+    step = 1 if dtype == np.uint8 else 257
+    assert np.abs(fast.astype(np.int64) - reference).max() <= step
+    np.testing.assert_array_equal(fast[alpha >= 1], rgb[alpha >= 1])
+    np.testing.assert_array_equal(pooled, fast)

@@ -1,0 +1,791 @@
+"""`bgvid edit`: the correction brush in the browser, for video.
+
+A small local web server (stdlib `http.server`) serves one page (pipeline/static/) on which a person
+scrubs through the video, sees the model's matte as an overlay or a cut-out, and paints `restore` /
+`remove` strokes over ranges of frames. Strokes are vectors in the `overrides.json` format of
+`bgvid._overrides`, so `bgvid run --overrides PATH` renders exactly what was painted.
+
+What runs where
+    * Frames: decoded on demand with PyAV (FrameSource): the demuxer's packet timestamps give the
+      index -> pts table once (no decoding), a request seeks to the keyframe at or before the first
+      frame it needs and decodes forward; a request just ahead of the last one continues decoding
+      without seeking. Frames are identified by their pts, so the index is the one `bgvid run` uses
+      (0-based, presentation order). Decoded frames sit in a small LRU bounded in bytes.
+    * Mattes (MatteSource): the same Segmenter, temporal smoothing (with the same pre-roll as a
+      `--frames` chunk) and upsampling as `bgvid run`; then PNG override layers of an overrides
+      folder. JSON strokes are applied in the page (pipeline/static/edit.js reproduces
+      `_overrides.rasterize_stroke` exactly; tests/test_edit.py checks both agree) so painting is
+      immediate; saving validates the strokes with `_overrides.Overrides.load` before the rename.
+    * Server (EditorServer): bound to 127.0.0.1 only; every URL starts with a random token
+      (secrets.token_urlsafe), compared in constant time; the Host header must name the loopback
+      address and port (DNS rebinding); writes need the token, JSON content and a same-origin (or
+      absent) Origin. Routes are a fixed table: no part of a request path is ever joined onto the
+      filesystem. Only INPUT is read and only the overrides file is written, atomically (temporary
+      file in the same folder, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hmac
+import http.server
+import json
+import os
+import re
+import secrets
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+import av
+import numpy as np
+
+from ._errors import BgvidError, InputError
+
+__all__ = ["EditorServer", "FrameError", "FrameSource", "MatteSource", "StrokeFile", "default_overrides_path"]
+
+Report = Callable[[str], None]
+MAX_BODY = 32 << 20  # a save request larger than this is refused (413)
+_STATIC = {"": ("index.html", "text/html; charset=utf-8"),
+           "edit.js": ("edit.js", "text/javascript; charset=utf-8"),
+           "edit.css": ("edit.css", "text/css; charset=utf-8")}
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def run_default(option: str):
+    """The default of a `bgvid run` option (its library function's), so the editor's matte follows
+    `bgvid run` when nothing is given."""
+    import inspect
+
+    from ._run import remove_background
+
+    return inspect.signature(remove_background).parameters[option].default
+
+
+class FrameError(BgvidError):
+    """One frame could not be decoded (the page shows the message; other frames still work)."""
+
+    def __init__(self, message: str, index: Optional[int] = None):
+        super().__init__(message)
+        self.index = index
+
+
+# --------------------------------------------------------------------------------------------------
+# A byte-bounded LRU
+# --------------------------------------------------------------------------------------------------
+
+class _LRU:
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.items: OrderedDict = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key):
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key, value: np.ndarray) -> None:
+        old = self.items.pop(key, None)
+        if old is not None:
+            self.bytes -= old.nbytes
+        self.items[key] = value
+        self.bytes += value.nbytes
+        while self.bytes > self.max_bytes and len(self.items) > 1:
+            _, dropped = self.items.popitem(last=False)
+            self.bytes -= dropped.nbytes
+
+
+# --------------------------------------------------------------------------------------------------
+# Frames: decode on demand
+# --------------------------------------------------------------------------------------------------
+
+class FrameSource:
+    """Frames of INPUT by 0-based index (presentation order, as `bgvid run` counts them), decoded on
+    demand: rgb(n) -> [H, W, 3] uint8 (uint16 for deep inputs), rotated to the displayed frame.
+
+    Raises FrameError for a frame the decoder cannot produce, InputError (from probe) for an input
+    that is not a video at all. Thread-safe (one lock around the decoder)."""
+
+    def __init__(self, path, *, cache_bytes: int = 192 << 20):
+        from ._video_in import is_pattern, list_sequence, probe
+
+        self.info = probe(path)
+        self.path = self.info.path
+        self._lock = threading.RLock()
+        self._cache = _LRU(cache_bytes)
+        self._failed: dict[int, str] = {}
+        self._files: Optional[list[Path]] = None
+        self._container = None
+        self._gen = None  # the running decode generator
+        self._gen_last = -1  # index of the last frame it yielded
+        if self.info.is_image:
+            self.count = 1
+            self._pts: list[int] = []
+        elif os.path.isdir(self.path) or is_pattern(self.path):
+            self._files = list_sequence(self.path)
+            self.count = len(self._files)
+            self._pts = []
+        else:
+            self._open_index()
+
+    def _open_index(self) -> None:
+        from ._video_in import _open_container
+
+        self._container = _open_container(self.path)
+        streams = [s for s in self._container.streams.video
+                   if not (s.disposition & av.stream.Disposition.attached_pic)]
+        self._stream = streams[0]
+        self._stream.codec_context.thread_type = "AUTO"
+        pts, keys = [], []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                if packet.pts is None:
+                    pts = None  # no timestamps: decode in order from the start (slow but exact)
+                    break
+                pts.append(int(packet.pts))
+                if packet.is_keyframe:
+                    keys.append(int(packet.pts))
+        except av.FFmpegError:
+            pass  # a damaged tail: frames up to here are indexed; later ones report errors
+        if pts is None:
+            self._pts, self._keys = [], []
+            self.count = self.info.frame_count or 0
+            self._sequential = True
+        else:
+            self._pts = sorted(pts)
+            self._keys = sorted(keys) or self._pts[:1]
+            self.count = len(self._pts)
+            self._sequential = False
+
+    # ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._gen = None
+            if self._container is not None:
+                self._container.close()
+                self._container = None
+
+    def rgb(self, n: int) -> np.ndarray:
+        return self.frames(n, n)[0]
+
+    def frames(self, first: int, last: int) -> list[np.ndarray]:
+        """Frames first..last (inclusive), each [H, W, 3]."""
+        if not (0 <= first <= last < self.count):
+            raise FrameError(f"frame {last if last >= self.count else first} is outside the video "
+                             f"(frames 0-{self.count - 1})")
+        with self._lock:
+            missing = [i for i in range(first, last + 1) if self._cache.get(i) is None]
+            if missing:
+                self._decode(missing[0], last)
+            out = []
+            for i in range(first, last + 1):
+                frame = self._cache.get(i)
+                if frame is None:
+                    why = self._failed.get(i, "the decoder returned no picture for it")
+                    raise FrameError(f"frame {i} of {Path(self.path).name} cannot be decoded: {why}", i)
+                out.append(frame)
+            return out
+
+    def _convert(self, frame: av.VideoFrame) -> np.ndarray:
+        from ._video_in import _frame_color, _rotate, _to_rgb
+
+        info = self.info
+        coded = (info.height, info.width) if info.rotation in (90, -90) else (info.width, info.height)
+        color = _frame_color(frame) if info.is_image or self._files is not None else info.color
+        try:
+            rgb = _to_rgb(frame, deep=info.bit_depth > 8, color=color, size=coded)
+        except av.FFmpegError as exc:
+            raise FrameError(f"frame cannot be converted: {exc}") from None
+        return np.ascontiguousarray(_rotate(rgb, info.rotation))
+
+    def _decode(self, first: int, last: int) -> None:
+        from ._video_in import _decode_image
+
+        if self._files is not None or self.info.is_image:
+            for i in range(first, last + 1):
+                try:
+                    frame = _decode_image(self._files[i]) if self._files is not None else _decode_image(Path(self.path))
+                    self._cache.put(i, self._convert(frame))
+                except (BgvidError, av.FFmpegError) as exc:
+                    self._failed[i] = str(exc)
+            return
+        # Continue the running decoder when the frames asked for lie just ahead of it; else seek.
+        fresh = self._gen is None or not (self._gen_last < first <= self._gen_last + 48)
+        for attempt in range(2):
+            if fresh:
+                # The second attempt decodes from the very start: a demuxer that seeked past the
+                # keyframe asked for must not make frames look undecodable.
+                self._gen = self._decode_from(first if attempt == 0 else 0)
+                self._gen_last = -1
+            for index, frame in self._gen:
+                if fresh and self._gen_last < 0 and index > first and attempt == 0:
+                    break  # landed after the frame wanted: retry from the start
+                self._gen_last = index
+                if first <= index <= last:
+                    try:
+                        self._cache.put(index, self._convert(frame))
+                    except FrameError as exc:
+                        self._failed[index] = str(exc)
+                if index >= last:
+                    return
+            else:
+                self._gen = None  # the stream ended
+                return
+            fresh = True
+
+    def _decode_from(self, first: int):
+        """Yield (index, av.VideoFrame) from the keyframe at or before frame `first` onwards."""
+        ctx = self._stream.codec_context
+        if self._sequential:
+            start_pts = None
+            self._container.seek(0, stream=self._stream)
+        else:
+            k = bisect.bisect_right(self._keys, self._pts[first]) - 1
+            start_pts = self._keys[max(k, 0)]
+            self._container.seek(start_pts, stream=self._stream, backward=True, any_frame=False)
+        ctx.flush_buffers()
+        trusted_from = None  # frames before the first keyframe decoded (open GOP) are not trusted
+        counter = 0
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.FFmpegError as exc:
+                self._fail_after(self._gen_last, f"unreadable data ({exc})")
+                return
+            if trusted_from is None and packet.is_keyframe and packet.pts is not None:
+                trusted_from = packet.pts
+            try:
+                decoded = ctx.decode(packet if packet.size else None)
+            except av.EOFError:
+                decoded = []
+            except av.FFmpegError as exc:
+                index = self._index_of(packet.pts)
+                if index is not None:
+                    self._failed[index] = f"corrupt data ({getattr(exc, 'strerror', None) or exc})"
+                continue
+            for frame in decoded:
+                if self._sequential:
+                    index, counter = counter, counter + 1
+                else:
+                    if frame.pts is None or trusted_from is None or frame.pts < trusted_from:
+                        continue
+                    index = self._index_of(frame.pts)
+                    if index is None:
+                        continue
+                yield index, frame
+
+    def _index_of(self, pts) -> Optional[int]:
+        if pts is None or not self._pts:
+            return None
+        i = bisect.bisect_left(self._pts, int(pts))
+        return i if i < len(self._pts) and self._pts[i] == int(pts) else None
+
+    def _fail_after(self, index: int, why: str) -> None:
+        for i in range(index + 1, self.count):
+            self._failed.setdefault(i, why)
+
+
+# --------------------------------------------------------------------------------------------------
+# Mattes: the same steps as `bgvid run`
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Chain:
+    last: int  # last frame processed
+    seg_state: object  # recurrent model state after `last`
+    smooth_state: object  # smoother state after `last`
+
+
+class MatteSource:
+    """matte(n) -> [H, W] float32 0..1: what `bgvid run` computes for frame n before the JSON
+    strokes (model, temporal smoothing warmed up like a `--frames n-n` chunk, upsampling, then
+    the PNG layers of an overrides folder). Consecutive frames continue the model's and the
+    smoother's state instead of starting over; results are cached per frame."""
+
+    def __init__(self, frames: FrameSource, segmenter, *, smooth: Optional[float], refine: Optional[str] = None,
+                 choke: float = 0.0, feather: float = 0.0, png_layers=None, cache_bytes: int = 128 << 20):
+        from ._run import RECURRENT_PREROLL
+        from .kernels import warmup_frames
+
+        self.frames = frames
+        self.segmenter = segmenter
+        self.smooth = smooth or None
+        self.refine = refine or run_default("refine")
+        self.choke, self.feather = float(choke), float(feather)
+        self.png_layers = png_layers
+        self.preroll = max(warmup_frames(self.smooth) if self.smooth else 0,
+                           RECURRENT_PREROLL if segmenter.recurrent else 0)
+        self._low = _LRU(64 << 20)  # per-frame model output (per-frame models only)
+        self._full = _LRU(cache_bytes)
+        self._chain: Optional[_Chain] = None
+        self._lock = threading.Lock()
+
+    def matte(self, n: int) -> np.ndarray:
+        with self._lock:
+            cached = self._full.get(n)
+            if cached is not None:
+                return cached
+            start = max(0, n - self.preroll)
+            chain = self._chain
+            if chain is not None and start - 1 <= chain.last < n:
+                first, seg_state, smooth_state = chain.last + 1, chain.seg_state, chain.smooth_state
+            else:
+                first, seg_state, smooth_state = start, None, None
+            self._chain = None  # rebuilt below only if everything succeeds
+            try:
+                rgb = np.stack(self.frames.frames(first, n))
+            except FrameError as exc:
+                if exc.index is None or not first <= exc.index < n:
+                    raise
+                # A damaged frame among the warm-up frames: warm up on the frames after it.
+                return self._retry(n, exc.index + 1)
+            return self._finish(n, first, rgb, seg_state, smooth_state)
+
+    def _retry(self, n: int, first: int) -> np.ndarray:
+        while True:
+            try:
+                rgb = np.stack(self.frames.frames(first, n))
+                break
+            except FrameError as exc:
+                if exc.index is None or not first <= exc.index < n:
+                    raise
+                first = exc.index + 1
+        return self._finish(n, first, rgb, None, None)
+
+    def _finish(self, n, first, rgb, seg_state, smooth_state) -> np.ndarray:
+        """Frames first..n -> the matte of n, through `bgvid run`'s own stage objects."""
+        from ._stages import SmoothStage, UpsampleStage
+        from ._types import FrameBatch
+
+        low, seg_state = self._segment(rgb, list(range(first, n + 1)), seg_state)
+        batch = FrameBatch(rgb=rgb, frame_index=np.arange(first, n + 1, dtype=np.int64), pts=None,
+                           time_base=self.frames.info.time_base, alpha=low)
+        if self.smooth:
+            smoother = SmoothStage(self.smooth, state=smooth_state)
+            (batch,) = smoother.push(batch)
+            smooth_state = smoother.state
+        self._chain = _Chain(n, seg_state, smooth_state)
+        last = FrameBatch(rgb=rgb[-1:], frame_index=batch.frame_index[-1:], pts=None, time_base=batch.time_base,
+                          alpha=batch.alpha[-1:])
+        (last,) = UpsampleStage(self.refine).push(last)
+        if self.choke or self.feather:
+            from ._stages import FinishStage
+
+            (last,) = FinishStage(self.choke, self.feather).push(last)
+        alpha = last.alpha[0]
+        if self.png_layers is not None:
+            alpha = self.png_layers.apply(alpha, n)
+        alpha = np.ascontiguousarray(alpha, dtype=np.float32)
+        self._full.put(n, alpha)
+        return alpha
+
+    def _segment(self, rgb: np.ndarray, indices: list[int], state):
+        seg = self.segmenter
+        if seg.recurrent:
+            alpha, state = seg.segment(rgb, state, size="model")
+            return alpha, state
+        need = [k for k, i in enumerate(indices) if self._low.get(i) is None]
+        if need:
+            alpha, _ = seg.segment(rgb[need], None, size="model")
+            for k, a in zip(need, alpha):
+                self._low.put(indices[k], np.ascontiguousarray(a))
+        return np.stack([self._low.get(i) for i in indices]), None
+
+
+# --------------------------------------------------------------------------------------------------
+# The strokes file
+# --------------------------------------------------------------------------------------------------
+
+def default_overrides_path(src) -> Path:
+    """clip.mp4 -> clip_overrides.json beside it; a folder of frames or a frames/%05d.png pattern
+    -> frames_overrides.json beside the folder."""
+    from ._video_in import is_pattern
+
+    src = Path(src)
+    if is_pattern(src):
+        src = src.parent if src.parent.name else Path.cwd()
+    if src.is_dir():
+        src = src.resolve()
+        return src.parent / f"{src.name}_overrides.json"
+    return src.parent / f"{src.stem}_overrides.json"
+
+
+class StrokeFile:
+    """The overrides.json the editor reads and writes. PATH may be a .json file (created on first
+    save) or an existing override folder (its overrides.json; its PNG layers are shown under the
+    strokes, never written)."""
+
+    def __init__(self, path, *, width: int, height: int):
+        path = Path(path)
+        self.folder = path if path.is_dir() else None
+        if self.folder is not None:
+            self.path = path / "overrides.json"
+        elif path.suffix.lower() == ".json":
+            self.path = path
+        else:
+            raise InputError(f"{path}: --overrides must be a .json file (created if missing) or an "
+                             "existing override folder")
+        if self.folder is None and not self.path.parent.is_dir():
+            raise InputError(f"{self.path}: folder {self.path.parent} does not exist")
+        self.width, self.height = width, height
+        self._lock = threading.Lock()
+
+    def png_layers(self):
+        """The folder's PNG layers as an Overrides object (None without a folder or PNGs)."""
+        if self.folder is None:
+            return None
+        from ._overrides import Overrides, _PngLayer
+
+        loaded = Overrides.load(self.folder, width=self.width, height=self.height)
+        layers = [layer for layer in loaded._layers if isinstance(layer, _PngLayer)]
+        return Overrides(layers, width=self.width, height=self.height) if layers else None
+
+    def load(self) -> list:
+        """The strokes as JSON objects (validated; [] when the file does not exist yet)."""
+        from ._overrides import Overrides
+
+        if not self.path.exists():
+            return []
+        Overrides.load(self.path, width=self.width, height=self.height)  # InputError naming the file
+        return json.loads(self.path.read_text(encoding="utf-8"))
+
+    def save(self, strokes) -> int:
+        """Validate and write atomically; returns the number of strokes. InputError for strokes
+        `bgvid run` would refuse (the file is left as it was)."""
+        from ._overrides import Overrides
+
+        if not isinstance(strokes, list):
+            raise InputError("expected a JSON list of strokes")
+        text = "[" + ",\n ".join(json.dumps(s, ensure_ascii=False) for s in strokes) + "]\n"
+        with self._lock:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp.json", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                try:
+                    Overrides.load(tmp, width=self.width, height=self.height)
+                except InputError as exc:
+                    raise InputError(str(exc).replace(tmp, str(self.path))) from None
+                if self.path.exists():
+                    os.chmod(tmp, self.path.stat().st_mode & 0o777)
+                os.replace(tmp, self.path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        return len(strokes)
+
+
+# --------------------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------------------
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "bgvid-edit"
+    sys_version = ""
+    protocol_version = "HTTP/1.0"  # one request per connection: nothing lingers at shutdown
+
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @property
+    def editor(self) -> "EditorServer":
+        return self.server.editor  # type: ignore[attr-defined]
+
+    def _send(self, status: int, body: bytes, ctype: str, extra: Optional[dict] = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Content-Security-Policy", _CSP)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"error": message})
+
+    def _route(self) -> Optional[str]:
+        """The path after /TOKEN/, or None after refusing the request."""
+        ed = self.editor
+        host = self.headers.get("Host", "")
+        if host not in ed.allowed_hosts:
+            self._error(403, "forbidden: unexpected Host header")
+            return None
+        if self.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            self._error(403, "forbidden: cross-site request")
+            return None
+        path = urlsplit(self.path).path
+        prefix, _, rest = path.lstrip("/").partition("/")
+        if not hmac.compare_digest(prefix.encode(), ed.token.encode()):
+            self._error(403, "forbidden: open the URL bgvid edit printed (it carries the access token)")
+            return None
+        if path == f"/{prefix}":
+            self._send(302, b"", "text/plain", {"Location": f"/{ed.token}/"})
+            return None
+        return rest
+
+    # -- methods ---------------------------------------------------------------------------------
+    def do_GET(self):  # noqa: N802 - the stdlib's name
+        rest = self._route()
+        if rest is None:
+            return
+        ed = self.editor
+        if rest in _STATIC:
+            name, ctype = _STATIC[rest]
+            self._send(200, ed.static(name), ctype)
+            return
+        if rest == "api/info":
+            try:
+                strokes = ed.strokes.load()
+            except BgvidError as exc:
+                self._error(422, str(exc))
+                return
+            self._json(200, {**ed.describe(), "strokes": strokes})
+            return
+        m = re.fullmatch(r"api/(frame|matte)/([0-9]{1,9})", rest)
+        if m is None:
+            self._error(404, "not found")
+            return
+        n = int(m.group(2))
+        if n >= ed.frames.count:
+            self._error(404, f"frame {n} is outside the video (frames 0-{ed.frames.count - 1})")
+            return
+        try:
+            if m.group(1) == "frame":
+                body, ctype = ed.frame_jpeg(n), "image/jpeg"
+            else:
+                body, ctype = ed.matte_png(n), "image/png"
+        except BgvidError as exc:
+            self._error(422, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug or a model failure: say it on the page too
+            self.server.handle_error(self.request, self.client_address)
+            self._error(500, f"frame {n}: {type(exc).__name__}: {exc}")
+            return
+        self._send(200, body, ctype)
+
+    do_HEAD = do_GET
+
+    def do_POST(self):  # noqa: N802
+        rest = self._route()
+        if rest is None:
+            return
+        ed = self.editor
+        origin = self.headers.get("Origin")
+        if origin is not None and origin not in ed.allowed_origins:
+            self._error(403, "forbidden: cross-origin write")
+            return
+        if rest != "api/strokes":
+            self._error(404, "not found")
+            return
+        if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+            self._error(415, "send the strokes as application/json")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._error(411, "Content-Length required")
+            return
+        if not 0 <= length <= MAX_BODY:
+            self._error(413, "request too large")
+            return
+        try:
+            strokes = json.loads(self.rfile.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            self._error(400, f"not valid JSON: {exc}")
+            return
+        try:
+            count = ed.strokes.save(strokes)
+        except InputError as exc:
+            self._error(422, str(exc))
+            return
+        except OSError as exc:
+            self._error(500, f"{ed.strokes.path}: cannot save: {exc.strerror or exc}")
+            return
+        ed.report(f"Saved {count} stroke{'s' if count != 1 else ''} to {ed.strokes.path}")
+        self._json(200, {"saved": count, "path": str(ed.strokes.path)})
+
+    def do_PUT(self):  # noqa: N802
+        if self._route() is not None:
+            self._error(405, "method not allowed")
+
+    do_DELETE = do_PATCH = do_OPTIONS = do_PUT
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = False  # server_close() waits for requests in flight (a save completes)
+    block_on_close = True
+    allow_reuse_address = False
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # the page gave up on a request (it moved on to another frame): nothing to say
+        super().handle_error(request, client_address)
+
+
+class EditorServer:
+    """The editor for one INPUT: FrameSource + MatteSource + StrokeFile behind a token-guarded
+    HTTP server on 127.0.0.1. `url` is what the person opens. Use serve_forever() (blocking) or
+    start() (a background thread), then close()."""
+
+    def __init__(self, src, *, overrides=None, model: Optional[str] = None, device: str = "auto",
+                 provider: Optional[str] = None, refine: Optional[str] = None, smooth="auto", choke: float = 0.0,
+                 feather: float = 0.0, port: int = 0, report: Optional[Report] = None, token: Optional[str] = None):
+        from ._run import REFINES
+
+        self.report = report or (lambda m: None)
+        refine = refine or run_default("refine")
+        if refine not in REFINES:
+            raise InputError(f"--refine must be one of {', '.join(REFINES)}, got {refine!r}")
+        if smooth not in (None, "auto") and not 0.0 <= float(smooth) < 1.0:
+            raise InputError(f"--smooth must be a strength in [0, 1), got {smooth}")
+        if feather < 0:
+            raise InputError(f"--feather must be >= 0 pixels, got {feather}")
+        self._choke_feather = (float(choke), float(feather))
+        self.src = Path(src)
+        self.frames = FrameSource(self.src)
+        try:
+            self._setup(overrides, model, device, provider, refine, smooth, port, token)
+        except BaseException:
+            self.frames.close()
+            raise
+        self._thread: Optional[threading.Thread] = None
+        self._static: dict[str, bytes] = {}
+
+    def _setup(self, overrides, model, device, provider, refine, smooth, port, token) -> None:
+        from ._run import default_model, resolve_device
+        from ._segment import Segmenter
+        from .kernels import DEFAULT_STRENGTH
+
+        info = self.frames.info
+        if self.frames.count < 1:
+            raise InputError(f"{self.src}: no frames to edit")
+        self.strokes = StrokeFile(overrides if overrides is not None else default_overrides_path(self.src),
+                                  width=info.width, height=info.height)
+        self.strokes.load()  # a broken file is an error now, not after painting
+        choice = resolve_device(device, provider)
+        if model is None:
+            model, why = default_model(choice)
+            self.report(f"Model: {why}")
+        self.segmenter = Segmenter.from_name(str(model), provider=choice.provider, report=self.report)
+        smooth_arg = smooth
+        if smooth == "auto":
+            smooth = None if self.segmenter.recurrent else DEFAULT_STRENGTH
+        self.mattes = MatteSource(self.frames, self.segmenter, smooth=smooth, refine=refine, choke=self._choke_feather[0],
+                                  feather=self._choke_feather[1], png_layers=self.strokes.png_layers())
+        self.model = self.segmenter.spec.name
+        self.options = {"model": self.model, "refine": refine, "smooth": smooth}
+        self._smooth_flag = "" if smooth_arg == "auto" else (" --no-smooth" if not smooth_arg else f" --smooth {smooth_arg}")
+        self.token = token or secrets.token_urlsafe(24)
+        try:
+            self.httpd = _HTTPServer(("127.0.0.1", int(port)), _Handler)
+        except OSError as exc:
+            raise InputError(f"cannot listen on 127.0.0.1 port {port}: {exc.strerror or exc} (leave --port out "
+                             "for a free port)") from None
+        self.httpd.editor = self  # type: ignore[attr-defined]
+        self.port = self.httpd.server_address[1]
+        self.allowed_hosts = {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
+        self.allowed_origins = {f"http://{h}" for h in self.allowed_hosts}
+        self.url = f"http://127.0.0.1:{self.port}/{self.token}/"
+
+    # -- content ---------------------------------------------------------------------------------
+    def static(self, name: str) -> bytes:
+        if name not in self._static:
+            self._static[name] = resources.files("bgvid").joinpath("static", name).read_bytes()
+        return self._static[name]
+
+    def describe(self) -> dict:
+        info = self.frames.info
+        rate = float(info.average_rate) if info.average_rate else None
+        run = f"bgvid run {_quote(self.src)} --overrides {_quote(self.strokes.folder or self.strokes.path)}"
+        run += f" --model {self.model}"
+        if self.options["refine"] != run_default("refine"):
+            run += f" --refine {self.options['refine']}"
+        run += self._smooth_flag
+        for flag, value in zip(("--choke", "--feather"), self._choke_feather):
+            if value:
+                run += f" {flag} {value:g}"
+        return {"name": self.src.name, "width": info.width, "height": info.height, "frames": self.frames.count,
+                "fps": rate, "overrides": str(self.strokes.path), "run": run, **self.options}
+
+    def frame_jpeg(self, n: int) -> bytes:
+        import cv2
+
+        rgb = self.frames.rgb(n)
+        if rgb.dtype == np.uint16:
+            rgb = (rgb >> 8).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not ok:
+            raise FrameError(f"frame {n}: cannot encode JPEG")
+        return buf.tobytes()
+
+    def matte_png(self, n: int) -> bytes:
+        import cv2
+
+        alpha = self.mattes.matte(n)
+        grey = np.rint(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8)
+        ok, buf = cv2.imencode(".png", grey, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise FrameError(f"frame {n}: cannot encode PNG")
+        return buf.tobytes()
+
+    # -- running ---------------------------------------------------------------------------------
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever(poll_interval=0.2)
+
+    def start(self) -> "EditorServer":
+        self._thread = threading.Thread(target=self.serve_forever, name="bgvid-edit", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving, let requests in flight finish (a save completes or leaves the old file),
+        release the video."""
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.httpd.server_close()
+        self.frames.close()
+
+    def __enter__(self) -> "EditorServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _quote(path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))

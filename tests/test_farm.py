@@ -1,0 +1,260 @@
+"""`bgvid farm` on a local Ray (2 CPUs): chunked output equals one `bgvid run`, a failing chunk is
+retried, an interrupted job resumes without redoing chunks, a failing shot does not stop the others,
+and the manifest says what happened."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import bgvid
+from bgvid._farm import FAULT_ENV, Shot, default_chunk_size, load_job, run_farm
+from bgvid._errors import BgvidError, InputError
+from bgvid._video_in import read_rgba
+
+from _clips import make_clip, read_video_pts
+
+ray = pytest.importorskip("ray", reason='bgvid farm needs Ray: pip install "bgvid[farm]"')
+
+FRAMES = 40
+CHUNK = 10
+ALPHA_TOL = 1 / 255 + 1 / 1023  # chunk vs full run (smoother pre-roll) + one 10-bit ProRes step
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shot(tmp_path_factory):
+    """A 40-frame clip with AAC audio and its single `bgvid run` (.mov, selfie)."""
+    from bgvid import _cache, _catalog
+
+    if _cache.cached_model(_catalog.get_model("selfie")) is None:
+        pytest.skip("model 'selfie' not cached: run `bgvid models pull selfie`")
+    d = tmp_path_factory.mktemp("farm")
+    src = make_clip(d / "shot.mp4", width=96, height=64, frames=FRAMES, fps=25, audio=True)
+    full = bgvid.remove_background(src, d / "single.mov", model="selfie").output
+    return src, full
+
+
+def _audio_packets(path) -> list[tuple[int, bytes]]:
+    with av.open(str(path)) as c:
+        return [(p.pts, bytes(p)) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def _assert_same_as_single_run(out: Path, full: Path) -> None:
+    assert read_video_pts(out) == read_video_pts(full)  # frame count and every timestamp
+    got = [rgba[..., 3].astype(np.int64) for _, _, rgba in read_rgba(out)]
+    want = [rgba[..., 3].astype(np.int64) for _, _, rgba in read_rgba(full)]
+    assert len(got) == len(want) == FRAMES
+    worst = max(np.abs(g - w).max() for g, w in zip(got, want)) / 65535
+    assert worst <= ALPHA_TOL, worst
+    assert _audio_packets(out) == _audio_packets(full)  # audio intact, byte for byte
+
+
+def _shot(src: Path, out: Path, **options) -> Shot:
+    return Shot(src, out, {"model": "selfie", **options})
+
+
+def test_farm_output_equals_a_single_run(local_ray, shot, tmp_path):
+    src, full = shot
+    out = tmp_path / "shot_alpha.mov"
+    manifest = tmp_path / "job.json"
+    lines = []
+    result = run_farm([_shot(src, out)], chunk_size=CHUNK, manifest=manifest, report=lines.append)
+    assert [s.status for s in result.shots] == ["done"]
+    _assert_same_as_single_run(out, full)
+    record = json.loads(manifest.read_text())["shots"][str(out.resolve())]
+    assert sorted(record["chunks"], key=lambda r: int(r.split("-")[0])) == ["0-9", "10-19", "20-29", "30-39"]
+    assert all(len(c["sha256"]) == 64 and c["frames"] == CHUNK and c["attempts"] == 1 and c["seconds"] > 0
+               for c in record["chunks"].values())
+    assert record["status"] == "done" and record["input_sha256"] == bgvid._join.file_sha256(src)
+    assert not Path(str(out) + ".parts").exists()  # parts removed once joined
+    assert any("chunk 20-29 done" in m for m in lines) and any(m.startswith("Wrote") for m in lines)
+
+    # The same job again: nothing to do. A changed option: every chunk again.
+    again = run_farm([_shot(src, out)], chunk_size=CHUNK, manifest=manifest)
+    assert again.shots[0].status == "up to date" and again.shots[0].rendered == 0
+    before = out.stat().st_mtime_ns
+    changed = run_farm([_shot(src, out, smooth=0.3)], chunk_size=CHUNK, manifest=manifest)
+    assert changed.shots[0].status == "done" and changed.shots[0].rendered == 4 and changed.shots[0].reused == 0
+    assert out.stat().st_mtime_ns != before
+
+
+def test_a_chunk_that_fails_once_is_retried_and_the_output_is_exact(local_ray, shot, tmp_path, monkeypatch):
+    src, full = shot
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "shot.mp4@10-19").write_text("1")  # test hook: chunk 10-19 fails on its first attempt
+    monkeypatch.setenv(FAULT_ENV, str(faults))
+    out = tmp_path / "o.mov"
+    lines = []
+    result = run_farm([_shot(src, out)], chunk_size=CHUNK, manifest=tmp_path / "m.json", retries=1,
+                      report=lines.append)
+    assert result.shots[0].status == "done"
+    assert (faults / "shot.mp4@10-19").read_text() == "0"  # the fault did fire
+    chunks = json.loads((tmp_path / "m.json").read_text())["shots"][str(out.resolve())]["chunks"]
+    assert chunks["10-19"]["attempts"] == 2
+    assert all(c["attempts"] == 1 for k, c in chunks.items() if k != "10-19")
+    assert any("chunk 10-19 done" in m and "attempt 2" in m for m in lines)
+    _assert_same_as_single_run(out, full)
+
+
+def test_an_interrupted_job_resumes_without_redoing_chunks(local_ray, shot, tmp_path):
+    src, full = shot
+    out = tmp_path / "o.mov"
+    manifest = tmp_path / "m.json"
+    seen = []
+
+    def stop_after_two(output, rng, record):  # Ctrl-C in the driver after two chunks are recorded
+        seen.append(rng)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_farm([_shot(src, out)], chunk_size=CHUNK, manifest=manifest, on_chunk=stop_after_two)
+    assert not out.exists()
+    first = json.loads(manifest.read_text())["shots"][str(out.resolve())]
+    assert first["status"] == "interrupted" and len(first["chunks"]) == 2
+    done_before = dict(first["chunks"])
+
+    resumed = []
+    result = run_farm([_shot(src, out)], chunk_size=CHUNK, manifest=manifest,
+                      on_chunk=lambda o, rng, r: resumed.append(rng))
+    s = result.shots[0]
+    assert (s.status, s.reused, s.rendered) == ("done", 2, 2)
+    assert sorted(resumed + seen) == [(0, 9), (10, 19), (20, 29), (30, 39)]  # each chunk rendered once
+    after = json.loads(manifest.read_text())["shots"][str(out.resolve())]["chunks"]
+    for name, rec in done_before.items():  # the first run's chunks kept: same files, times, worker
+        assert after[name] == rec
+    _assert_same_as_single_run(out, full)
+
+
+def test_a_shot_that_keeps_failing_is_reported_while_others_finish(local_ray, shot, tmp_path, monkeypatch):
+    src, full = shot
+    bad = make_clip(tmp_path / "bad.mp4", width=64, height=48, frames=20, fps=25)
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "bad.mp4@10-19").write_text("99")  # fails every attempt
+    monkeypatch.setenv(FAULT_ENV, str(faults))
+    good_out, bad_out = tmp_path / "good.mov", tmp_path / "bad_alpha.mov"
+    result = run_farm([_shot(bad, bad_out), _shot(src, good_out)], chunk_size=CHUNK,
+                      manifest=tmp_path / "m.json", retries=1)
+    statuses = {Path(s.output).name: s for s in result.shots}
+    assert statuses["good.mov"].status == "done"
+    _assert_same_as_single_run(good_out, full)
+    failed = statuses["bad_alpha.mov"]
+    assert failed.status == "failed" and not bad_out.exists()
+    assert "chunk 10-19 failed after 2 attempts" in failed.error and "injected fault" in failed.error
+    record = json.loads((tmp_path / "m.json").read_text())["shots"][str(bad_out.resolve())]
+    assert record["status"] == "failed" and "chunk 10-19" in record["error"]
+
+
+def test_job_file_on_the_command_line(shot, tmp_path):
+    """`bgvid farm job.toml`: its own local Ray, per-shot options, outputs and a JSON summary; a
+    failing shot gives exit 1 naming it, and the others are written."""
+    src, full = shot
+    (tmp_path / "plates").mkdir()
+    a = make_clip(tmp_path / "plates" / "a.mp4", width=64, height=48, frames=12, fps=25)
+    job = tmp_path / "job.toml"
+    job.write_text('chunk_size = 5\noutput_dir = "renders"\nformat = "webm"\n[options]\nmodel = "selfie"\n'
+                   f'[[shot]]\ninput = "plates/a.mp4"\n[[shot]]\ninput = "{src}"\noutput = "renders/s.mov"\n'
+                   'smooth = 0.3\n')
+    proc = subprocess.run([sys.executable, "-m", "bgvid", "farm", job, "--num-cpus", "2", "--json", "--progress", "json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert [s["status"] for s in summary["shots"]] == ["done", "done"]
+    assert Path(summary["manifest"]) == tmp_path / "job.manifest.json"
+    webm = tmp_path / "renders" / "a_alpha.webm"
+    assert len(read_video_pts(webm, decoder="libvpx-vp9")[0]) == 12
+    assert read_video_pts(tmp_path / "renders" / "s.mov") == read_video_pts(full)
+    assert any('"frame"' in line for line in proc.stderr.splitlines())  # progress lines for managers
+    assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_stops_the_command_cleanly_and_a_rerun_resumes(shot, tmp_path):
+    """A farm manager's kill: exit 143, no output, the manifest keeps what finished; the same command
+    again renders only the rest."""
+    import os
+    import signal
+    import time
+
+    src, full = shot
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "shot.mp4@30-39").write_text("sleep 60")  # test hook: this chunk is still running at the kill
+    out = tmp_path / "o.mov"
+    cmd = [sys.executable, "-m", "bgvid", "farm", src, "--output-dir", tmp_path, "--model", "selfie",
+           "--chunk-size", str(CHUNK), "--num-cpus", "2", "--manifest", tmp_path / "m.json"]
+    cmd = [str(c) for c in cmd]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, **{FAULT_ENV: str(faults)}), stderr=subprocess.PIPE, text=True)
+    manifest = tmp_path / "m.json"
+    deadline = time.monotonic() + 120
+    done = {}
+    while time.monotonic() < deadline and len(done) < 3:
+        time.sleep(0.2)
+        try:
+            done = json.loads(manifest.read_text())["shots"][str((tmp_path / "shot_alpha.mov").resolve())]["chunks"]
+        except (OSError, ValueError, KeyError):
+            pass
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    assert not (tmp_path / "shot_alpha.mov").exists()
+    first = json.loads(manifest.read_text())["shots"][str((tmp_path / "shot_alpha.mov").resolve())]
+    assert first["status"] == "interrupted" and "30-39" not in first["chunks"] and len(first["chunks"]) >= 3
+
+    (faults / "shot.mp4@30-39").unlink()
+    again = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=dict(os.environ, **{FAULT_ENV: str(faults)}))
+    assert again.returncode == 0, again.stderr
+    s = json.loads(again.stdout)["shots"][0]
+    assert s["reused"] == len(first["chunks"]) and s["rendered"] == 4 - len(first["chunks"])
+    _assert_same_as_single_run(tmp_path / "shot_alpha.mov", full)
+
+
+def test_job_file_mistakes_are_named(tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text('[[shot]]\ninput = "a.mp4"\nsmoothness = 3\n')
+    with pytest.raises(InputError, match=r"job.toml shot 1: unknown option 'smoothness'"):
+        load_job(job)
+    job.write_text("chunk_size = 10\n")
+    with pytest.raises(InputError, match="lists no shots"):
+        load_job(job)
+    job.write_text('[[shot]]\ninput = "missing.mp4"\n')
+    proc = subprocess.run([sys.executable, "-m", "bgvid", "farm", job], capture_output=True, text=True)
+    assert proc.returncode == 2 and "missing.mp4: no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_default_chunk_size_covers_the_pre_roll():
+    from bgvid.kernels import DEFAULT_STRENGTH, warmup_frames
+
+    assert default_chunk_size("selfie") == max(100, 8 * warmup_frames(DEFAULT_STRENGTH))  # smoothing warm-up
+    assert default_chunk_size("selfie", smooth=None) == 100
+    assert default_chunk_size("rvm") == 256  # 32-frame recurrent pre-roll
+
+
+def test_without_ray_the_error_says_what_to_install(monkeypatch, tmp_path):
+    from bgvid import _farm
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(BgvidError, match=r'pip install "bgvid\[farm\]"'):
+        _farm._need_ray()
+
+
+def test_farm_help_teaches():
+    out = subprocess.run([sys.executable, "-m", "bgvid", "farm", "--help"], capture_output=True, text=True).stdout
+    for needle in ("--chunk-size", "--address", "[[shot]]", "resume", "--retries"):
+        assert needle in out, needle
