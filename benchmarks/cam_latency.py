@@ -8,10 +8,8 @@ dropped, and where the time goes (ms per frame for each stage).
 
 Source: ../shared/media/clips/juggle.mp4 (1280x720, 24 fps) scaled to --size and played at --fps,
 looping. Sinks: `null` (the pipeline alone) and a real MPEG-TS stream (libx264 ultrafast,
-zerolatency) to udp://127.0.0.1 (nobody needs to listen: UDP just sends). The `proposed` rows
-swap in, for this process only, a composite kernel built on cv2.blendLinear (uint8 in, float32
-weights, uint8 out), to measure the kernel change the report proposes; the shipped stages are the
-stock ones. Prints a table and writes benchmarks/results/cam_latency.json.
+zerolatency) to udp://127.0.0.1 (nobody needs to listen: UDP just sends). Prints a table and
+writes benchmarks/results/cam_latency.json.
 """
 
 from __future__ import annotations
@@ -30,50 +28,13 @@ CLIP = ROOT.parent / "shared" / "media" / "clips" / "juggle.mp4"
 RESULTS = ROOT / "benchmarks" / "results" / "cam_latency.json"
 
 
-def proposed_composite():
-    """out = alpha * rgb + (1 - alpha) * background with cv2.blendLinear for uint8 frames (one
-    SIMD pass; the stock NumPy body makes five float32 copies of a 720p frame)."""
-    import cv2
-
-    from bgvid.kernels import composite as stock
-
-    plates = {}
-
-    def composite(rgb, alpha, background):
-        if rgb.dtype != np.uint8 or not isinstance(rgb, np.ndarray):
-            return stock(rgb, alpha, background)
-        bg = np.asarray(background)
-        out = np.empty_like(rgb)
-        for i in range(rgb.shape[0]):
-            if bg.ndim == 1:
-                key = (rgb.shape[1:], tuple(bg.tolist()))
-                if key not in plates:
-                    plates.clear()
-                    plates[key] = np.ascontiguousarray(np.broadcast_to(np.rint(bg).astype(np.uint8), rgb.shape[1:]))
-                plate = plates[key]
-            else:
-                plate = bg[i] if bg.ndim == 4 else bg
-            a = np.ascontiguousarray(alpha[i], dtype=np.float32)
-            out[i] = cv2.blendLinear(rgb[i], np.ascontiguousarray(plate, dtype=np.uint8), a, 1.0 - a)
-        return out
-
-    return composite
-
-
 def run_one(name: str, *, sink: str, background: str, kernel: str, seconds: float, size: str, fps: int,
             every: int, threads: int, port: int) -> dict:
-    from bgvid import _stages
     from bgvid._cam import run_live
 
-    stock = _stages.composite
-    if kernel == "proposed":
-        _stages.composite = proposed_composite()
-    try:
-        target = f"udp://127.0.0.1:{port}" if sink == "udp" else "null"
-        stats = run_live(str(CLIP), target, background=background, size=size, fps=fps, loop=True,
-                         duration=seconds, every=every, threads=threads)
-    finally:
-        _stages.composite = stock
+    target = f"udp://127.0.0.1:{port}" if sink == "udp" else "null"
+    stats = run_live(str(CLIP), target, background=background, size=size, fps=fps, loop=True,
+                     duration=seconds, every=every, threads=threads)
     row = {"name": name, "sink": "udp MPEG-TS libx264" if sink == "udp" else "null", "background": background,
            "composite_kernel": kernel, "every": every, **stats.to_json()}
     row["fps_held"] = bool(stats.dropped == 0 and stats.fps >= 0.98 * fps)
@@ -88,18 +49,14 @@ def stage_profile(size: str, iterations: int) -> dict:
 
     import av
 
-    from bgvid import _stages
     from bgvid._cam import NullSink, StreamSink, open_live
 
     w, h = (int(v) for v in size.split("x"))
     with av.open(str(CLIP)) as c:
         frames = [f for _, f in zip(range(8), c.decode(video=0))]
     out = {}
-    for kernel in ("stock", "proposed"):
+    for kernel in ("stock",):
         for background in ("blur", "#00ff00"):
-            stock = _stages.composite
-            if kernel == "proposed":
-                _stages.composite = proposed_composite()
             session = open_live(str(CLIP), NullSink(), background=background, size=size, fps=30)
             sink = StreamSink("/dev/null", w, h, 30, fmt="mpegts")
             try:
@@ -117,7 +74,6 @@ def stage_profile(size: str, iterations: int) -> dict:
                     for k, v in times.items():
                         samples.setdefault(k, []).append(1000 * v)
             finally:
-                _stages.composite = stock
                 sink.close()
                 session.close()
             loop = [sum(v[i] for k, v in samples.items() if not k.startswith("sink")) for i in range(iterations)]
@@ -166,8 +122,6 @@ def main() -> None:
         ("udp/blur", dict(sink="udp", background="blur", kernel="stock", every=1)),
         ("udp/colour", dict(sink="udp", background="#00ff00", kernel="stock", every=1)),
         ("udp/blur every 2", dict(sink="udp", background="blur", kernel="stock", every=2)),
-        ("udp/blur proposed", dict(sink="udp", background="blur", kernel="proposed", every=1)),
-        ("udp/colour proposed", dict(sink="udp", background="#00ff00", kernel="proposed", every=1)),
     ]
     if args.only:
         wanted = set(args.only.split(","))

@@ -4,7 +4,7 @@
 
 The long clip is ../shared/media/clips/juggle.mp4 played back to back until 600 frames (made once,
 H.264 crf 16, in $BGVID_BENCH_DIR, default /tmp/bgvid-bench). Every run is a fresh subprocess
-(bgvid.remove_background with the defaults of `bgvid run`), so its peak RSS (getrusage ru_maxrss)
+(bgvid.remove_background with the defaults and process settings of `bgvid run`), so its peak RSS (getrusage ru_maxrss)
 is its own. The shorter runs read the first frames of the same clip. The middle length shows whether
 a difference is growth (300 -> 600 rises too) or the bounded queues filling once (a plateau).
 MALLOC_MMAP_THRESHOLD_ and other allocator settings are inherited from the environment: glibc keeps
@@ -28,6 +28,9 @@ FORMATS = {"mov": "ProRes 4444 .mov", "webm": "VP9 alpha .webm", "mp4": "H.264 .
 
 def _child(payload: dict) -> dict:
     import bgvid
+    from bgvid._process import limit_malloc_arenas
+
+    limit_malloc_arenas()  # as the `bgvid` command does at start-up
 
     before = peak_rss_mib()
     c0 = cpu_seconds()

@@ -95,28 +95,39 @@ def guided_upsample(matte: np.ndarray, rgb: np.ndarray, *, radius: Optional[int]
         frame = rgb[i]
         guide = resize_batch(frame[None], work, interpolation="area")[0].astype(np.float32) * scale
         p = resize_batch(matte[i:i + 1], work, interpolation="bilinear")[0]
-        coef = _colour_coefficients(guide, p, radius, np.float32(eps))
+        # Coefficients only over the band's bounding box (plus the filter's reach: two box passes
+        # of `radius` and one bilinear tap), so they equal those of the whole frame there.
+        rows, cols = np.divmod(where[[0, -1]], width)[0], np.divmod(where, width)[1]
+        margin = 2 * radius + 2
+        y0 = max(0, int(rows[0] * work[0] / height) - margin)
+        y1 = min(work[0], int(np.ceil((rows[1] + 1) * work[0] / height)) + margin)
+        x0 = max(0, int(cols.min() * work[1] / width) - margin)
+        x1 = min(work[1], int(np.ceil((cols.max() + 1) * work[1] / width)) + margin)
+        coef = _colour_coefficients(guide[y0:y1, x0:x1], p[y0:y1, x0:x1], radius, np.float32(eps))
         # Sample the coefficient maps at the band's pixels only (bilinear, pixel centres aligned as in
         # a resize) instead of resizing four full-resolution planes.
-        at = _sample(coef, where, (height, width))
+        at = _sample(coef, where, (height, width), scale_to=work, offset=(y0, x0))
         colour = frame.reshape(-1, 3)[where].astype(np.float32) * scale
         refined = at[:, 0] * colour[:, 0] + at[:, 1] * colour[:, 1] + at[:, 2] * colour[:, 2] + at[:, 3]
         out[i].reshape(-1)[where] = np.clip(refined, 0.0, 1.0)
     return out
 
 
-def _sample(image: np.ndarray, where: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear samples of image [h,w,C] at the flat indices `where` of a size=(H, W) grid, with the
-    pixel-centre alignment of a resize -> [K, C]."""
+def _sample(image: np.ndarray, where: np.ndarray, size: tuple[int, int], *, scale_to=None,
+            offset=(0, 0)) -> np.ndarray:
+    """Bilinear samples at the flat indices `where` of a size=(H, W) grid, with the pixel-centre
+    alignment of a resize -> [K, C]. The grid maps onto an image of shape scale_to (default: image's
+    own), of which `image` [h,w,C] is the crop starting at offset=(row, col)."""
     import cv2
 
     height, width = size
+    full_h, full_w = scale_to if scale_to is not None else image.shape[:2]
     ys, xs = np.divmod(where, width)
     rows = -(-where.size // _SAMPLE_ROW)  # cv2.remap takes at most 32767 columns: fold into rows
     map_x = np.zeros(rows * _SAMPLE_ROW, np.float32)
     map_y = np.zeros(rows * _SAMPLE_ROW, np.float32)
-    map_x[:where.size] = (xs + 0.5) * (image.shape[1] / width) - 0.5
-    map_y[:where.size] = (ys + 0.5) * (image.shape[0] / height) - 0.5
+    map_x[:where.size] = (xs + 0.5) * (full_w / width) - 0.5 - offset[1]
+    map_y[:where.size] = (ys + 0.5) * (full_h / height) - 0.5 - offset[0]
     out = cv2.remap(image, map_x.reshape(rows, -1), map_y.reshape(rows, -1), cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(rows * _SAMPLE_ROW, -1)[:where.size]

@@ -344,6 +344,9 @@ for _command in (cam, edit, farm, join):
 
 
 def main() -> None:
+    from ._process import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any stage thread exists
     try:
         cli(standalone_mode=True)
     except KeyboardInterrupt:
