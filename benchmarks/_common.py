@@ -180,7 +180,9 @@ def naive_loop(clip: Path, out: Path, model: str, n_frames: int, *, encoder: str
                threads: int = 0) -> dict:
     """What a user writes first: decode one frame, run the model on it, resize the matte, encode,
     repeat (batch 1, no overlap, no decontamination). encoder: "bgvid" = bgvid's own settings for the
-    output (ProRes 4444 fixed quantiser, or VP9 realtime for .webm); "prores_ks" = prores_ks with its
+    output (ProRes 4444 fixed quantiser, or VP9 realtime for .webm), with PyAV's default (slice)
+    threading, which prores_ks cannot use; "bgvid_frame_threads" = the same, frame-threaded, as bgvid's
+    writer runs it; "prores_ks" = prores_ks with its
     default rate search (profile 4444), as most guides use it. Model load is included in the time,
     as it is in a bgvid run. Returns {"fps", "wall", "cpu", "frames"}."""
     import cv2
@@ -198,8 +200,10 @@ def naive_loop(clip: Path, out: Path, model: str, n_frames: int, *, encoder: str
                 vout = dst.add_stream("libvpx-vp9", rate=vin.average_rate, options=dict(VP9_OPTIONS))
                 vout.pix_fmt = "yuva420p"
             else:
-                options = dict(PRORES_OPTIONS) if encoder == "bgvid" else {"profile": "4444"}
+                options = {"profile": "4444"} if encoder == "prores_ks" else dict(PRORES_OPTIONS)
                 vout = dst.add_stream(PRORES_CODEC, rate=vin.average_rate, options=options)
+                if encoder == "bgvid_frame_threads":  # prores_ks threads by frame, as bgvid's writer runs it
+                    vout.codec_context.thread_type = "FRAME"
                 vout.pix_fmt = "yuva444p10le"
             vout.width, vout.height = vin.width, vin.height
             n = 0

