@@ -109,32 +109,42 @@ _SHIFTS = ((slice(0, -2), slice(1, -1)), (slice(2, None), slice(1, -1)),
            (slice(1, -1), slice(0, -2)), (slice(1, -1), slice(2, None)))
 
 
-def _band_level(image: np.ndarray, a: np.ndarray, fb: np.ndarray, idx: np.ndarray, n_iter: int) -> None:
-    """n_iter Jacobi steps on the pixels idx (flat indices) of one level, in place in fb [h,w,6];
-    the other pixels stay as they are and serve as fixed neighbours."""
-    h, w = a.shape
-    flat_a = a.reshape(-1)
+def _neighbours(idx: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Flat indices of the 4-neighbours (up, down, left, right; edge-replicated) of flat indices idx -> [4, n]."""
     x = idx % w
-    nbrs = np.stack([np.where(idx >= w, idx - w, idx), np.where(idx < (h - 1) * w, idx + w, idx),
-                     np.where(x > 0, idx - 1, idx), np.where(x < w - 1, idx + 1, idx)])  # [4, n]
-    ab = flat_a[idx]
-    weights = np.float32(EPS) + np.float32(OMEGA) * np.abs(ab - flat_a[nbrs])  # [4, n]
+    return np.stack([np.where(idx >= w, idx - w, idx), np.where(idx < (h - 1) * w, idx + w, idx),
+                     np.where(x > 0, idx - 1, idx), np.where(x < w - 1, idx + 1, idx)])
+
+
+def _jacobi_band(values: np.ndarray, rows: np.ndarray, nbr_rows: np.ndarray, ab: np.ndarray,
+                 a_nbrs: np.ndarray, ib: np.ndarray, n_iter: int) -> None:
+    """n_iter Jacobi steps for band pixels stored at `rows` of values [m, 6] (F and B), in place; their
+    4-neighbours are at nbr_rows [4, n]. ab [n] and a_nbrs [4, n] are their alphas, ib [n, 3] their
+    colours (0..1). Pixels not in `rows` stay fixed and serve as neighbours."""
+    weights = np.float32(EPS) + np.float32(OMEGA) * np.abs(ab - a_nbrs)  # [4, n]
     cff, cfb, cbb = (c[:, None] for c in _coefficients(ab, weights.sum(axis=0)))
     weights = weights[..., None]
-    ib = image.reshape(-1, 3)[idx]
     b_f = ab[:, None] * ib
     b_b = ib - b_f
-    flat = fb.reshape(-1, 6)
-    new = np.empty((idx.size, 6), np.float32)
+    new = np.empty((rows.size, 6), np.float32)
     for _ in range(n_iter):
-        s = (np.take(flat, nbrs, axis=0) * weights).sum(axis=0)  # [n, 6]
+        s = (np.take(values, nbr_rows, axis=0) * weights).sum(axis=0)  # [n, 6]
         rf = s[:, :3]
         rf += b_f
         rb = s[:, 3:]
         rb += b_b
         np.clip(cff * rf + cfb * rb, 0.0, 1.0, out=new[:, :3])
         np.clip(cfb * rf + cbb * rb, 0.0, 1.0, out=new[:, 3:])
-        flat[idx] = new
+        values[rows] = new
+
+
+def _band_level(image: np.ndarray, a: np.ndarray, fb: np.ndarray, idx: np.ndarray, n_iter: int) -> None:
+    """n_iter Jacobi steps on the pixels idx (flat indices) of one level, in place in fb [h,w,6];
+    the other pixels stay as they are and serve as fixed neighbours."""
+    h, w = a.shape
+    flat_a = a.reshape(-1)
+    nbrs = _neighbours(idx, h, w)
+    _jacobi_band(fb.reshape(-1, 6), idx, nbrs, flat_a[idx], flat_a[nbrs], image.reshape(-1, 3)[idx], n_iter)
 
 
 def _band(a: np.ndarray, radius: int = BAND_RADIUS) -> np.ndarray:
@@ -318,29 +328,11 @@ def _decontaminate_frame(rgb: np.ndarray, alpha: np.ndarray, iterations: int, ou
         pos = np.empty(h * w, np.int64)
         pos[ext] = np.arange(ext.size)
         values = _bilinear_at(fb, ext // w, ext % w, h, w)  # [m, 6]
-        x = idx % w
-        nbrs = np.stack([np.where(idx >= w, idx - w, idx), np.where(idx < (h - 1) * w, idx + w, idx),
-                         np.where(x > 0, idx - 1, idx), np.where(x < w - 1, idx + 1, idx)])
+        nbrs = _neighbours(idx, h, w)
         flat_a = a.reshape(-1)
-        ab = flat_a[idx]
-        weights = np.float32(EPS) + np.float32(OMEGA) * np.abs(ab - flat_a[nbrs])  # [4, n]
-        cff, cfb, cbb = (c[:, None] for c in _coefficients(ab, weights.sum(axis=0)))
-        weights = weights[..., None]
-        cnbrs = pos[nbrs]
         cidx = pos[idx]
-        ib = rgb.reshape(-1, 3)[idx].astype(np.float32) * scale
-        b_f = ab[:, None] * ib
-        b_b = ib - b_f
-        new = np.empty((idx.size, 6), np.float32)
-        for _ in range(n_iter):
-            s = (np.take(values, cnbrs, axis=0) * weights).sum(axis=0)
-            rf = s[:, :3]
-            rf += b_f
-            rb = s[:, 3:]
-            rb += b_b
-            np.clip(cff * rf + cfb * rb, 0.0, 1.0, out=new[:, :3])
-            np.clip(cfb * rf + cbb * rb, 0.0, 1.0, out=new[:, 3:])
-            values[cidx] = new
+        _jacobi_band(values, cidx, pos[nbrs], flat_a[idx], flat_a[nbrs],
+                     rgb.reshape(-1, 3)[idx].astype(np.float32) * scale, n_iter)
         out.reshape(-1, 3)[idx] = np.clip(np.rint(values[cidx, :3] * np.float32(top)), 0, top).astype(rgb.dtype)
     keep = (a >= 1.0) | (~band & (a >= 1.0 - SOFT_MARGIN)) | ~(alpha < 1.0)
     cv2.copyTo(rgb, keep.view(np.uint8), out)  # ~6x faster than np.copyto with a broadcast mask

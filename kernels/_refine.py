@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._core import resize_batch, to_float_rgb
+from ._core import resize_batch
 
 
 def _box(x: np.ndarray, radius: int) -> np.ndarray:
@@ -27,12 +27,6 @@ def _box(x: np.ndarray, radius: int) -> np.ndarray:
 
     k = 2 * radius + 1
     return cv2.blur(x, (k, k), borderType=cv2.BORDER_REFLECT)
-
-
-def luma(rgb: np.ndarray) -> np.ndarray:
-    """[N,H,W,3] uint8/uint16 -> [N,H,W] float32 0..1 (BT.709 weights)."""
-    x = to_float_rgb(rgb) * np.float32(1 / 255.0)
-    return x[..., 0] * 0.2126 + x[..., 1] * 0.7152 + x[..., 2] * 0.0722
 
 
 def working_size(height: int, width: int, long_side: int = 512) -> tuple[int, int]:

@@ -480,12 +480,22 @@ class VideoReader:
                     self._dec.close()
         yield from self._raw_from_start()
 
+    def _convert(self, frame: av.VideoFrame, index: int) -> np.ndarray:
+        """A decoded frame -> upright RGB at the stream's size and depth (a still keeps its own tags)."""
+        info = self.info
+        coded = (info.height, info.width) if info.rotation in (90, -90) else (info.width, info.height)
+        try:
+            rgb = _to_rgb(frame, deep=info.bit_depth > 8, color=_frame_color(frame) if info.is_image else info.color,
+                          size=coded)
+        except av.FFmpegError as e:
+            raise InputError(f"{self.path}: cannot convert frame {index}: {_msg(e)}") from e
+        return _rotate(rgb, info.rotation)
+
     def _raw_seeking(self) -> Iterator[tuple[int, Optional[int], np.ndarray]]:
         """A range that starts far in: seek to the keyframe before frame `start` and decode from there.
         The frame index of each decoded frame comes from its pts' rank among all packets' pts; until
         frame `start` is proven found (its exact pts), nothing is yielded, so any surprise falls back
         to decoding from the start (_SeekFailed) with identical results."""
-        info = self.info
         self._dec = _StreamDecoder(self.path, threads=self.threads)
         dec = self._dec
         shown = _shown_pts(self.path, dec.stream.index)
@@ -493,16 +503,14 @@ class VideoReader:
             raise _SeekFailed
         target = shown[self.start]
         dec.seek(target)
-        deep = info.bit_depth > 8
-        coded = (info.height, info.width) if info.rotation in (90, -90) else (info.width, info.height)
         index = None
         for frame in dec.frames():
             if frame.pts is None:
                 if index is None:
                     raise _SeekFailed
-                pts = shown[index + 1] if index + 1 < len(shown) else None
-                if pts is None:
+                if index + 1 >= len(shown):
                     return
+                pts = shown[index + 1]
             else:
                 pts = int(frame.pts)
             if index is None:
@@ -513,11 +521,7 @@ class VideoReader:
                 index = self.start
             else:
                 index += 1
-            try:
-                rgb = _to_rgb(frame, deep=deep, color=info.color, size=coded)
-            except av.FFmpegError as e:
-                raise InputError(f"{self.path}: cannot convert frame {index}: {_msg(e)}") from e
-            yield index, pts, _rotate(rgb, info.rotation)
+            yield index, pts, self._convert(frame, index)
             if self.end is not None and index >= self.end:
                 return
         if index is None:
@@ -525,10 +529,8 @@ class VideoReader:
 
     def _raw_from_start(self) -> Iterator[tuple[int, Optional[int], np.ndarray]]:
         info = self.info
-        deep = info.bit_depth > 8
         self._dec = _StreamDecoder(self.path, threads=self.threads)
         dec = self._dec
-        coded = (info.height, info.width) if info.rotation in (90, -90) else (info.width, info.height)
         tb = info.time_base
         step = None
         if info.average_rate:
@@ -546,12 +548,7 @@ class VideoReader:
             if index < self.start:
                 index += 1
                 continue
-            try:
-                rgb = _to_rgb(frame, deep=deep, color=_frame_color(frame) if info.is_image else info.color,
-                              size=coded)
-            except av.FFmpegError as e:
-                raise InputError(f"{self.path}: cannot convert frame {index}: {_msg(e)}") from e
-            yield index, int(pts), _rotate(rgb, info.rotation)
+            yield index, int(pts), self._convert(frame, index)
             if (self.end is not None and index >= self.end) or info.is_image:
                 return
             index += 1
