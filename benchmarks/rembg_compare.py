@@ -17,12 +17,16 @@ passed, rembg's default model would download). HF_HUB_OFFLINE=1 is set for rembg
 1. Per frame, on 720p composites with exact alpha (the lemur over a panning still, the plush over
    the handheld room clip; pipeline/_composite.py): rembg's Python API `remove(img, session=s)`
    with the session made once (RGBA out, as users call it), against bgvid's Segmenter (batch 1) +
-   the matte brought to 720p bilinear (the default) or guided (`--refine guided`). Median ms per frame
-   and MAD / MSE / Grad against the true alpha (RVM's definitions, pipeline/_metrics.py).
+   the matte brought to 720p bilinear or guided (bgvid's default). The tools are interleaved frame by
+   frame (which goes first alternates) over --rounds passes, so a change in the machine's load falls
+   on both alike. Median wall and CPU ms per frame, split into the model alone (ONNX Runtime's run,
+   timed inside each tool) and the rest (pre/post-processing: what actually differs), and MAD / MSE /
+   Grad against the true alpha (RVM's definitions, pipeline/_metrics.py).
 2. The whole video path on --video-frames frames of juggle.mp4: a rembg user's (PyAV writes the
    frames as PNGs, `rembg p` on the folder, the RGBA PNGs are encoded back to ProRes 4444 with the
-   same prores_ks settings bgvid uses) against `bgvid.remove_background(..., model="isnet")` to .mov,
-   each timed end to end (model load included).
+   same prores_ks settings bgvid uses) against `bgvid.remove_background(..., model="isnet")` to .mov
+   with bgvid's defaults (guided refinement, decontamination), each timed end to end (model load
+   included).
 Prints tables; writes benchmarks/results/rembg.json with the machine's description.
 """
 
@@ -45,7 +49,9 @@ from _common import JUGGLE, MEDIA, RESULTS, WORK, Timer, machine, run_child, sum
 
 SIZE = (720, 1280)
 
-# Runs inside rembg's venv: per-frame timing through the Python API, session reused.
+# Runs inside rembg's venv: per-frame timing through the Python API, session reused. It serves one
+# frame per request (a frame index on stdin -> a JSON line on stdout), so the parent can interleave
+# rembg's frames with bgvid's and both see the same machine at the same moment.
 _WORKER = r"""
 import json, sys, time
 import numpy as np
@@ -55,16 +61,53 @@ frames_npz, model_path, out_npz = sys.argv[1:4]
 frames = np.load(frames_npz)["rgb"]
 t0 = time.perf_counter()
 session = new_session("dis_custom", model_path=model_path)
-setup = time.perf_counter() - t0
-times, alphas = [], []
-for rgb in frames:
+print(json.dumps({"setup_s": time.perf_counter() - t0}), flush=True)
+model_s = [0.0]
+ort_run = session.inner_session.run
+def timed_run(*args, **kw):  # the model alone, to split the frame's time into model and the rest
     t = time.perf_counter()
-    rgba = remove(Image.fromarray(rgb), session=session)
-    times.append(time.perf_counter() - t)
-    alphas.append(np.asarray(rgba)[..., 3])
-np.savez(out_npz, alpha=np.stack(alphas))
-print(json.dumps({"setup_s": setup, "seconds": times}))
+    try:
+        return ort_run(*args, **kw)
+    finally:
+        model_s[0] += time.perf_counter() - t
+session.inner_session.run = timed_run
+alphas = {}
+for line in sys.stdin:
+    i = int(line)
+    model_s[0] = 0.0
+    t, c = time.perf_counter(), time.process_time()
+    rgba = remove(Image.fromarray(frames[i]), session=session)
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    alphas[i] = np.asarray(rgba)[..., 3]
+    print(json.dumps({"seconds": wall, "cpu_seconds": cpu, "model_seconds": model_s[0]}), flush=True)
+np.savez(out_npz, alpha=np.stack([alphas[i] for i in sorted(alphas)]))
 """
+
+
+class RembgWorker:
+    """rembg's remove() in its own venv, one frame per call."""
+
+    def __init__(self, venv: Path, home: Path, model: Path, frames_npz: Path, out_npz: Path):
+        self.proc = subprocess.Popen([str(venv / "bin" / "python"), "-c", _WORKER, str(frames_npz), str(model),
+                                      str(out_npz)], env=rembg_env(home), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.setup_s = self._reply()["setup_s"]
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"rembg worker exited with {self.proc.wait()}")
+        return json.loads(line)
+
+    def __call__(self, i: int) -> dict:
+        self.proc.stdin.write(f"{i}\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        if self.proc.wait() != 0:
+            raise RuntimeError("rembg worker failed")
 
 
 def rembg_env(home: Path) -> dict:
@@ -113,22 +156,57 @@ def score(pred: np.ndarray, true: np.ndarray) -> dict:
             (("mad", mad), ("mse", mse), ("grad", grad))}
 
 
-def bgvid_per_frame(rgb: np.ndarray, refine: str) -> tuple[list[float], np.ndarray]:
-    from bgvid._segment import Segmenter
-    from bgvid.kernels import guided_upsample, resize_batch
+class BgvidPerFrame:
+    """bgvid's Segmenter (batch 1) + the matte brought to full size, one frame per call."""
 
-    seg = Segmenter.from_name("isnet")
-    times, alphas = [], []
-    for frame in rgb:
-        t = time.perf_counter()
-        low = seg(frame[None], size="model")
-        if refine == "guided":
+    def __init__(self, rgb: np.ndarray, refine: str):
+        from bgvid._segment import Segmenter
+
+        self.rgb, self.refine = rgb, refine
+        self.seg = Segmenter.from_name("isnet")
+        self.alphas = {}
+        self.model_s = 0.0
+        ort_run = self.seg.session.run
+
+        def timed_run(*args, **kw):  # the model alone, as in the rembg worker
+            t = time.perf_counter()
+            try:
+                return ort_run(*args, **kw)
+            finally:
+                self.model_s += time.perf_counter() - t
+
+        self.seg.session.run = timed_run
+
+    def __call__(self, i: int) -> dict:
+        from bgvid.kernels import guided_upsample, resize_batch
+
+        frame = self.rgb[i]
+        self.model_s = 0.0
+        t, c = time.perf_counter(), time.process_time()
+        low = self.seg(frame[None], size="model")
+        if self.refine == "guided":
             a = guided_upsample(low, frame[None])
         else:
             a = resize_batch(low, frame.shape[:2], interpolation="bilinear")
-        times.append(time.perf_counter() - t)
-        alphas.append(a[0])
-    return times, np.stack(alphas)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        self.alphas[i] = a[0]
+        return {"seconds": wall, "cpu_seconds": cpu, "model_seconds": self.model_s}
+
+
+def interleaved(tools: dict, n_frames: int, rounds: int) -> dict:
+    """Each tool on each frame, `rounds` times, alternating which tool goes first, so drifts in the
+    machine's load fall on all tools alike. -> {label: {"seconds": [...], "cpu_seconds": [...]}}"""
+    keys = ("seconds", "cpu_seconds", "model_seconds")
+    times = {label: {k: [] for k in keys} for label in tools}
+    labels = list(tools)
+    for _ in range(rounds):
+        for i in range(n_frames):
+            order = labels if i % 2 == 0 else labels[::-1]
+            for label in order:
+                r = tools[label](i)
+                for k in keys:
+                    times[label][k].append(r[k])
+    return times
 
 
 def rembg_video_path(venv: Path, home: Path, model: Path, clip: Path, n: int, tmp: Path) -> dict:
@@ -178,8 +256,9 @@ def _child(payload: dict) -> dict:
     from _common import cpu_seconds, peak_rss_mib
 
     c0 = cpu_seconds()
+    options = {"refine": payload["refine"]} if "refine" in payload else {}  # else bgvid's defaults
     r = bgvid.remove_background(payload["clip"], payload["out"], model="isnet", frames=f"0-{payload['frames'] - 1}",
-                                overwrite=True, refine=payload.get("refine", "none"))
+                                overwrite=True, **options)
     return {"fps": r.fps, "wall": r.seconds, "frames": r.frames, "cpu": cpu_seconds() - c0,
             "peak_rss_mib": peak_rss_mib(), "stage_seconds": r.stage_seconds}
 
@@ -189,9 +268,10 @@ def main() -> None:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--venv", type=Path, default=Path("/tmp/rembg-venv"))
     p.add_argument("--frames", type=int, default=6, help="composite frames per set for the per-frame comparison")
+    p.add_argument("--rounds", type=int, default=2, help="passes over the frames, tools interleaved")
     p.add_argument("--video-frames", type=int, default=48)
     p.add_argument("--skip-video", action="store_true")
-    p.add_argument("--video-guided", action="store_true", help="also time the whole bgvid run with --refine guided")
+    p.add_argument("--video-bilinear", action="store_true", help="also time the whole bgvid run with --refine none")
     p.add_argument("--quiet-machine", action="store_true")
     p.add_argument("--json", type=Path, default=RESULTS / "rembg.json")
     args = p.parse_args()
@@ -213,25 +293,36 @@ def main() -> None:
         tmp = Path(tmp)
         for name, (rgb, truth) in composites(args.frames).items():
             np.savez(tmp / "frames.npz", rgb=rgb)
-            proc = subprocess.run([str(args.venv / "bin" / "python"), "-c", _WORKER, str(tmp / "frames.npz"),
-                                   str(model), str(tmp / "rembg.npz")], env=rembg_env(home), capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"rembg worker failed: {proc.stderr[-3000:]}")
-            rr = json.loads(proc.stdout.strip().splitlines()[-1])
+            rembg = RembgWorker(args.venv, home, model, tmp / "frames.npz", tmp / "rembg.npz")
+            bilinear, guided = BgvidPerFrame(rgb, "none"), BgvidPerFrame(rgb, "guided")
+            tools = {"rembg remove() (dis_custom, session reused)": rembg,
+                     "bgvid Segmenter + bilinear upsample": bilinear, "bgvid Segmenter + guided upsample": guided}
+            for tool in tools.values():
+                tool(0)  # warm-up: first-call allocations, not counted
+            times = interleaved(tools, len(rgb), args.rounds)
+            rembg.close()
             rem_alpha = np.load(tmp / "rembg.npz")["alpha"].astype(np.float32) / 255
-            entries = [("rembg remove() (dis_custom, session reused)", rr["seconds"], rem_alpha)]
-            for refine in ("none", "guided"):
-                t, a = bgvid_per_frame(rgb, refine)
-                entries.append((f"bgvid Segmenter + {'bilinear' if refine == 'none' else 'guided'} upsample", t, a))
-            for label, secs, alpha in entries:
-                row = {"composite": name, "tool": label, "ms_per_frame": summary([1e3 * s for s in secs]),
-                       **score(alpha, truth)}
+            alphas = {"rembg remove() (dis_custom, session reused)": rem_alpha,
+                      "bgvid Segmenter + bilinear upsample": np.stack([bilinear.alphas[i] for i in range(len(rgb))]),
+                      "bgvid Segmenter + guided upsample": np.stack([guided.alphas[i] for i in range(len(rgb))])}
+            for label in tools:
+                secs = times[label]
+                row = {"composite": name, "tool": label, "ms_per_frame": summary([1e3 * s for s in secs["seconds"]]),
+                       "cpu_ms_per_frame": summary([1e3 * s for s in secs["cpu_seconds"]]),
+                       "model_ms_per_frame": summary([1e3 * s for s in secs["model_seconds"]]),
+                       # what is not the shared model: pre/post-processing and the pipeline around it
+                       "other_ms_per_frame": summary([1e3 * (s - m) for s, m in zip(secs["seconds"], secs["model_seconds"])]),
+                       **score(alphas[label], truth)}
                 result["per_frame"].append(row)
                 rows.append({"composite": name, "tool": label, "ms": row["ms_per_frame"]["median"],
                              "lo": row["ms_per_frame"]["min"], "hi": row["ms_per_frame"]["max"],
+                             "cpu": row["cpu_ms_per_frame"]["median"], "model": row["model_ms_per_frame"]["median"],
+                             "other": row["other_ms_per_frame"]["median"],
                              "mad": row["mad"], "mse": row["mse"], "grad": row["grad"]})
             print(table(rows[-3:], [("composite", "composite", "s"), ("tool", "tool", "s"), ("ms", "ms/frame", ".0f"),
-                                    ("lo", "min", ".0f"), ("hi", "max", ".0f"), ("mad", "MAD", ".2f"),
+                                    ("lo", "min", ".0f"), ("hi", "max", ".0f"), ("cpu", "CPU ms", ".0f"), ("model", "model ms", ".0f"),
+                                    ("other", "rest ms", ".0f"),
+                                    ("mad", "MAD", ".2f"),
                                     ("mse", "MSE", ".2f"), ("grad", "Grad", ".2f")]), flush=True)
         if not args.skip_video:
             n = args.video_frames
@@ -240,11 +331,11 @@ def main() -> None:
             result["video"] = {"frames": n, "clip": JUGGLE.name, "rembg": rv, "bgvid": bg}
             vrows = [{"path": "rembg: PyAV -> PNG, rembg p, PNG -> ProRes 4444", "fps": rv["fps"], "wall": rv["wall"]},
                      {"path": "bgvid run --model isnet (.mov)", "fps": bg["fps"], "wall": bg["wall"]}]
-            if args.video_guided:
-                bgg = run_child(Path(__file__).resolve(), {"clip": str(JUGGLE), "out": str(tmp / "bgvid_g.mov"),
-                                                           "frames": n, "refine": "guided"})
-                result["video"]["bgvid_guided"] = bgg
-                vrows.append({"path": "bgvid run --model isnet --refine guided", "fps": bgg["fps"], "wall": bgg["wall"]})
+            if args.video_bilinear:
+                bgb = run_child(Path(__file__).resolve(), {"clip": str(JUGGLE), "out": str(tmp / "bgvid_b.mov"),
+                                                           "frames": n, "refine": "none"})
+                result["video"]["bgvid_bilinear"] = bgb
+                vrows.append({"path": "bgvid run --model isnet --refine none", "fps": bgb["fps"], "wall": bgb["wall"]})
             print(f"\nwhole video path, {n} frames of {JUGGLE.name} (1280x720), one run each")
             print(table(vrows, [("path", "path", "s"), ("fps", "fps", ".2f"), ("wall", "seconds", ".1f")]))
     write_json(args.json, result)

@@ -20,8 +20,8 @@ it), the naive loop with the same model and encoder (decode 1 frame, model, resi
 1, no overlap; see _common.naive_loop) and, for ProRes, the naive loop with prores_ks's default rate
 search (and once more with the same encoder frame-threaded, as bgvid runs it). Also the whole run
 with --no-decontaminate --no-smooth --refine none (exactly the work the naive loop does: no colour
-estimate) and, with --before, with the decontamination kernel as it was before the benchmarks issue
-(an A/B of that change in the same session).
+estimate) and, with --before, with decontamination's NumPy bodies instead of its numba-compiled
+kernels (an A/B of that change in the same session).
 
 Roofline of the whole run = min(slowest stage alone, cores / sum of the stages' CPU s per frame):
 the pipeline cannot beat its slowest stage, nor run more CPU seconds per second than there are
@@ -63,13 +63,11 @@ def _child(payload: dict) -> dict:
         import bgvid
 
         if what == "run_before":
-            # A/B in the same session: the decontamination kernel as it was before the benchmarks
-            # issue (dense full-frame estimate + np.where, one thread), everything else unchanged.
-            import bgvid.kernels as kernels
+            # A/B in the same session: decontamination's NumPy bodies (what an install without numba
+            # runs), everything else unchanged.
             from bgvid.kernels import _foreground
 
-            kernels.decontaminate = lambda rgb, alpha, executor=None, **kw: _foreground._reference_decontaminate(
-                rgb, alpha, _foreground._scale(rgb.dtype), **kw)
+            _foreground._jit_kernels = lambda: None
         c0 = cpu_seconds()
         r = bgvid.remove_background(clip, out, model=model, frames=f"0-{n - 1}", overwrite=True,
                                     **payload.get("options", {}))
@@ -174,7 +172,7 @@ def main() -> None:
     p.add_argument("--no-plain", action="store_true",
                    help="skip the whole run with --no-decontaminate --no-smooth --refine none (the naive loop's work)")
     p.add_argument("--before", action="store_true",
-                   help="also time the whole run with the decontamination kernel as it was before this work")
+                   help="also time the whole run with decontamination's NumPy bodies (no numba)")
     p.add_argument("--quiet-machine", action="store_true",
                    help="declare that nothing else ran on the machine (recorded in the JSON)")
     p.add_argument("--json", type=Path, default=RESULTS / "throughput.json")
@@ -293,7 +291,7 @@ def print_summary(results: list[dict]) -> None:
     print(table(rows, [("case", "case", "s"), ("whole", "whole fps", ".2f"), ("spread", "spread %", ".0f"),
                        ("roof", "roofline", ".2f"), ("pct", "% roof", ".0f"), ("naive", "naive", ".2f"),
                        ("x", "x naive", ".2f"), ("naive_ks", "naive ks", ".2f"), ("x_ks", "x ks", ".2f"),
-                       ("rss", "RSS MiB", ".0f"), ("before", "old decont fps", ".2f"),
+                       ("rss", "RSS MiB", ".0f"), ("before", "NumPy decont fps", ".2f"),
                        ("plain", "same-work fps", ".2f")]))
 
 

@@ -35,24 +35,29 @@ its colour). This is what keeps model mattes, whose sigmoid leaves a near 0 / 1 
 almost everywhere, from turning every pixel into "soft". levels="dense" solves every pixel on every
 level (the reference; same edge colours, ~8x slower at 720p).
 
-Cost at 1280x720, one core (cv2.setNumThreads(1)), this project's 2-core dev machine: ~70 ms/frame
-with the lemur's fur (20% of the frame soft, band 6%), ~50 ms/frame for a model-like sigmoid matte
-(band 1.4%); levels="dense" ~565 ms.
-
 decontaminate() (uint8/uint16 frames, levels="auto") goes further and never builds the full-size
 float level at all (_decontaminate_frame): it solves the levels below full size as above, then the
 full-size level on the band alone from gathers (the band's pixels and their 4-neighbours, the
 neighbours sampled bilinearly from the level below exactly as cv2.resize would), and fills the rest
 in the frame's own dtype (opaque: the frame; transparent: the coarser solution upsampled). It
-matches estimate_foreground + rounding within one code value (tests/test_foreground.py). Measured on
-selfie mattes of juggle.mp4 (720p, band ~5%), the same busy 2-core machine, back to back: 71-87 ms
-against 100-197 ms per frame for the reference path (the machine was shared; see
-benchmarks/results/throughput.json for the whole-run effect).
+matches estimate_foreground + rounding within one code value (tests/test_foreground.py).
+
+The Jacobi steps (band and dense) and the band's bilinear sampling run as numba-compiled loops
+(_foreground_jit.py; a dependency, compiled on first use and cached on disk, never at import); the
+NumPy bodies here, the same float32 arithmetic, are the reference (tests/test_foreground.py compares
+them) and the path without numba.
+
+Cost of decontaminate() at 1280x720 on selfie mattes of juggle.mp4 (band ~7%), one core
+(cv2.setNumThreads(1)), this project's 2-core dev machine: ~34 ms/frame compiled, ~74 ms/frame with
+the NumPy bodies (which spend ~30 ms on [4, n, 6] gathers); levels="dense" ~565 ms.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
+import warnings
 
 import numpy as np
 
@@ -79,6 +84,17 @@ def _coefficients(a: np.ndarray, wsum: np.ndarray):
 
 def _dense_level(image: np.ndarray, a: np.ndarray, fb: np.ndarray, n_iter: int) -> np.ndarray:
     """n_iter Jacobi steps on every pixel of one level. image [h,w,3], a [h,w], fb [h,w,6] (F | B)."""
+    kernels = _jit_kernels()
+    if kernels is not None and n_iter > 0:
+        out = np.array(fb, np.float32, order="C")
+        kernels[2](out, np.ascontiguousarray(a, np.float32), np.ascontiguousarray(image, np.float32), int(n_iter),
+                   np.float32(EPS), np.float32(OMEGA))
+        return out
+    return _dense_level_numpy(image, a, fb, n_iter)
+
+
+def _dense_level_numpy(image: np.ndarray, a: np.ndarray, fb: np.ndarray, n_iter: int) -> np.ndarray:
+    """_dense_level in NumPy (the reference for the compiled kernel, and the path without numba)."""
     h, w = a.shape
     ap = np.pad(a, 1, mode="edge")  # clamped neighbours at the border: themselves, weight eps
     weights = [np.float32(EPS) + np.float32(OMEGA) * np.abs(a - ap[sy, sx])
@@ -120,7 +136,22 @@ def _jacobi_band(values: np.ndarray, rows: np.ndarray, nbr_rows: np.ndarray, ab:
                  a_nbrs: np.ndarray, ib: np.ndarray, n_iter: int) -> None:
     """n_iter Jacobi steps for band pixels stored at `rows` of values [m, 6] (F and B), in place; their
     4-neighbours are at nbr_rows [4, n]. ab [n] and a_nbrs [4, n] are their alphas, ib [n, 3] their
-    colours (0..1). Pixels not in `rows` stay fixed and serve as neighbours."""
+    colours (0..1). Pixels not in `rows` stay fixed and serve as neighbours.
+
+    Runs the compiled kernel where numba is installed (it is a dependency of bgvid; ~10x faster: the
+    NumPy body spends its time on [4, n, 6] gathers), else the NumPy body. Same arithmetic, float32."""
+    kernels = _jit_kernels()
+    if kernels is None or n_iter <= 0 or rows.size == 0:
+        _jacobi_band_numpy(values, rows, nbr_rows, ab, a_nbrs, ib, n_iter)
+        return
+    kernels[0](values, np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(nbr_rows, np.int64),
+           np.ascontiguousarray(ab, np.float32), np.ascontiguousarray(a_nbrs, np.float32),
+           np.ascontiguousarray(ib, np.float32), int(n_iter), np.float32(EPS), np.float32(OMEGA))
+
+
+def _jacobi_band_numpy(values: np.ndarray, rows: np.ndarray, nbr_rows: np.ndarray, ab: np.ndarray,
+                       a_nbrs: np.ndarray, ib: np.ndarray, n_iter: int) -> None:
+    """_jacobi_band in NumPy (the reference for the compiled kernel, and the path without numba)."""
     weights = np.float32(EPS) + np.float32(OMEGA) * np.abs(ab - a_nbrs)  # [4, n]
     cff, cfb, cbb = (c[:, None] for c in _coefficients(ab, weights.sum(axis=0)))
     weights = weights[..., None]
@@ -136,6 +167,33 @@ def _jacobi_band(values: np.ndarray, rows: np.ndarray, nbr_rows: np.ndarray, ab:
         np.clip(cff * rf + cfb * rb, 0.0, 1.0, out=new[:, :3])
         np.clip(cfb * rf + cbb * rb, 0.0, 1.0, out=new[:, 3:])
         values[rows] = new
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_kernels():
+    """(band Jacobi steps, bilinear sampler, dense Jacobi steps) compiled with numba (_foreground_jit),
+    or None without numba. Imported on first use, never at import; numba's on-disk cache means only
+    the first process in an environment compiles."""
+    try:
+        import numba
+    except ImportError:
+        # numba is a dependency: without it the install is incomplete. Say so once, then go on slower.
+        warnings.warn("numba is not installed: decontamination runs its NumPy body, several times slower "
+                      "(pip install numba)", RuntimeWarning, stacklevel=3)
+        return None
+
+    from . import _foreground_jit as jit
+
+    return jit.band_jacobi, jit.bilinear_at, jit.dense_jacobi
+
+
+def jit_status() -> str:
+    """One line for `bgvid doctor`: whether the compiled decontamination kernel is available."""
+    try:
+        import numba
+    except ImportError:
+        return "numba not installed: decontamination runs its NumPy body (~10x slower band solve)"
+    return f"numba {numba.__version__} (compiled band solve)"
 
 
 def _band_level(image: np.ndarray, a: np.ndarray, fb: np.ndarray, idx: np.ndarray, n_iter: int) -> None:
@@ -257,6 +315,20 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, *, levels: str = "au
     return out[0] if single else out
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A frame-sized work array kept per thread and reused from frame to frame (contents undefined):
+    allocating and freeing ~10 MB per frame on several threads fragments the allocator's arenas and
+    the run's peak RSS creeps (benchmarks/memory.py), besides the page faults of fresh memory."""
+    buffers = _SCRATCH.__dict__
+    buf = buffers.get(name)
+    if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+        buf = buffers[name] = np.empty(shape, dtype)
+    return buf
+
+
 def _bilinear_at(fb: np.ndarray, ys: np.ndarray, xs: np.ndarray, h: int, w: int) -> np.ndarray:
     """fb [sh,sw,C] sampled at full-resolution pixels (ys, xs) of an (h, w) frame exactly as
     cv2.resize(fb, (w, h), INTER_LINEAR) would give them there (half-pixel centres, clamped edges),
@@ -275,6 +347,10 @@ def _bilinear_at(fb: np.ndarray, ys: np.ndarray, xs: np.ndarray, h: int, w: int)
 
     y0, y1, fy = axis(h, sh)
     x0, x1, fx = axis(w, sw)
+    kernels = _jit_kernels()
+    if kernels is not None:
+        return kernels[1](np.ascontiguousarray(fb.reshape(-1, fb.shape[2]), np.float32), sw, y0, y1, fy, x0, x1, fx,
+                          np.ascontiguousarray(ys, np.int64), np.ascontiguousarray(xs, np.int64))
     y0, y1, fy = y0[ys], y1[ys], fy[ys][:, None]
     x0, x1, fx = x0[xs], x1[xs], fx[xs][:, None]
     flat = fb.reshape(-1, fb.shape[2])
@@ -312,7 +388,9 @@ def _decontaminate_frame(rgb: np.ndarray, alpha: np.ndarray, iterations: int, ou
     scale = np.float32(1.0 / top)
     sh, sw = sizes[-2]
     # the level below full size, area-averaged from the full frame as _solve_pyramid does
-    small = cv2.resize(rgb.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA) * scale
+    frame = _scratch("frame", rgb.shape, np.float32)
+    np.copyto(frame, rgb)  # = rgb.astype(np.float32), into this thread's reused buffer
+    small = cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA) * scale
     small_a = cv2.resize(a, (sw, sh), interpolation=cv2.INTER_AREA)
     fb, _ = _solve_pyramid(small, small_a, sizes[:-1], False, iterations)
 
@@ -325,7 +403,7 @@ def _decontaminate_frame(rgb: np.ndarray, alpha: np.ndarray, iterations: int, ou
         k = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
         ext_mask = cv2.dilate(band.view(np.uint8), k).view(bool)
         ext = np.flatnonzero(ext_mask)
-        pos = np.empty(h * w, np.int64)
+        pos = _scratch("pos", (h * w,), np.int64)  # only its entries at ext are ever read
         pos[ext] = np.arange(ext.size)
         values = _bilinear_at(fb, ext // w, ext % w, h, w)  # [m, 6]
         nbrs = _neighbours(idx, h, w)

@@ -24,6 +24,7 @@ strength 0.7.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -71,8 +72,10 @@ def smooth_mattes(alpha: np.ndarray, rgb: np.ndarray, state: Optional[SmoothStat
     h, w = alpha.shape[1:3]
     fh, fw = _flow_size(h, w)
     grey = _grey(rgb, (h, w))
-    guides = [g.astype(np.float32) * np.float32(1 / 255.0) for g in grey]
-    flow_guides = [cv2.resize(g, (fw, fh), interpolation=cv2.INTER_AREA) for g in grey]
+    guides = [np.multiply(g, np.float32(1 / 255.0), dtype=np.float32) for g in grey]  # = astype * scale, one pass
+    # Flow at the matte's own size (the usual 256 px matte): the grey frames as they are (a same-size
+    # resize is a copy).
+    flow_guides = grey if (fh, fw) == (h, w) else [cv2.resize(g, (fw, fh), interpolation=cv2.INTER_AREA) for g in grey]
     out = np.empty((alpha.shape[0], h, w), np.float32)
     k = 2 * radius + 1
     dis = None
@@ -84,21 +87,37 @@ def smooth_mattes(alpha: np.ndarray, rgb: np.ndarray, state: Optional[SmoothStat
         else:
             if dis is None:
                 dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-                ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-                grid = (xs, ys)
+                grid = _grid(h, w)
             flow = dis.calc(flow_guides[i], state.flow_guide, None)  # where each pixel was at t-1
             if (fh, fw) != (h, w):
                 flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
                 flow[..., 0] *= np.float32(w / fw)
                 flow[..., 1] *= np.float32(h / fh)
-            map_x, map_y = grid[0] + flow[..., 0], grid[1] + flow[..., 1]
-            prev_alpha = cv2.remap(state.alpha, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            prev_guide = cv2.remap(state.guide, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            diff = cv2.blur(np.abs(g - prev_guide), (k, k))
-            weight = w_min + (1 - w_min) * np.clip(diff * np.float32(1 / motion_scale), 0, 1)
-            out[i] = weight * a + (1 - weight) * prev_alpha
+            # One interleaved (x, y) map, built in place: the same coordinates as two planes, and
+            # cv2.remap samples identically from either form. Below, the same float32 operations
+            # as the formulas in the module docstring, in place (no per-frame temporaries).
+            where = np.add(flow, grid, out=flow)
+            prev_alpha = cv2.remap(state.alpha, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            prev_guide = cv2.remap(state.guide, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            diff = cv2.blur(np.abs(np.subtract(g, prev_guide, out=prev_guide), out=prev_guide), (k, k))
+            weight = np.clip(np.multiply(diff, np.float32(1 / motion_scale), out=diff), 0, 1, out=diff)
+            weight *= 1 - w_min
+            weight += w_min
+            blend = np.multiply(weight, a, out=out[i])
+            np.subtract(1, weight, out=weight)
+            weight *= prev_alpha
+            blend += weight
         state = SmoothState(alpha=out[i].copy(), guide=g, flow_guide=flow_guides[i])
     return out, state
+
+
+@functools.lru_cache(maxsize=4)
+def _grid(h: int, w: int) -> np.ndarray:
+    """[h, w, 2] float32 pixel coordinates (x, y), cached per size (read-only, shared by calls)."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    grid = np.dstack([xs, ys])
+    grid.setflags(write=False)
+    return grid
 
 
 def _grey(rgb: np.ndarray, size: tuple[int, int]) -> list:

@@ -313,6 +313,9 @@ def doctor() -> None:
     click.echo(f"numpy        {numpy.__version__}")
     click.echo(f"onnxruntime  {onnxruntime.__version__}  providers: {', '.join(onnxruntime.get_available_providers())}")
     click.echo(f"PyAV         {av.__version__}  (FFmpeg {av.ffmpeg_version_info})")
+    from .kernels._foreground import jit_status
+
+    click.echo(f"CPU kernels  {jit_status()}")
     for codec in ("prores_aw", "prores_ks", "libvpx-vp9", "libx264", "aac", "libopus", "png"):
         try:
             av.codec.Codec(codec, "w")

@@ -191,3 +191,52 @@ def test_fast_decontaminate_matches_the_reference(media, dtype, monkeypatch):
     assert np.abs(fast.astype(np.int64) - reference).max() <= step
     np.testing.assert_array_equal(fast[alpha >= 1], rgb[alpha >= 1])
     np.testing.assert_array_equal(pooled, fast)
+
+
+def _without_numba(monkeypatch):
+    """Run the NumPy bodies: what an install without numba gets (a RuntimeWarning says so)."""
+    monkeypatch.setattr(_foreground, "_jit_kernels", lambda: None)
+
+
+@pytest.mark.parametrize("levels", ["auto", "dense"])
+def test_compiled_kernels_match_the_numpy_bodies(media, levels, monkeypatch):
+    # one algorithm, two bodies (numba and NumPy): the same float32 arithmetic, so the same foreground
+    # within float rounding, on a real fur edge; the compiled one really ran
+    assert _foreground._jit_kernels() is not None, "numba is a dependency of bgvid"
+    frame, alpha, _ = _lemur(media, media / "backgrounds" / "still_GT26r.jpg", size=(288, 512))
+    compiled = estimate_foreground(frame, alpha, levels=levels)
+    fast_compiled = decontaminate(frame, alpha)
+    _without_numba(monkeypatch)
+    numpy_body = estimate_foreground(frame, alpha, levels=levels)
+    fast_numpy = decontaminate(frame, alpha)
+    assert np.abs(compiled - numpy_body).max() < 1e-4
+    assert np.abs(fast_compiled.astype(int) - fast_numpy).max() <= 1
+
+
+def test_missing_numba_is_said_once_and_still_decontaminates(monkeypatch):
+    import builtins
+    import warnings
+
+    real_import = builtins.__import__
+
+    def no_numba(name, *args, **kw):
+        if name == "numba":
+            raise ImportError("No module named 'numba'")
+        return real_import(name, *args, **kw)
+
+    _foreground._jit_kernels.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    image, alpha = _uniform(np.uint8)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = decontaminate(image, alpha)
+            decontaminate(image, alpha)
+        assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == [
+            "numba is not installed: decontamination runs its NumPy body, several times slower (pip install numba)"]
+        assert "numba not installed" in _foreground.jit_status()
+    finally:
+        monkeypatch.setattr(builtins, "__import__", real_import)
+        _foreground._jit_kernels.cache_clear()
+    soft = (alpha > 0.05) & (alpha < 0.95)
+    assert np.abs(out[soft].astype(int) - np.rint(FG * 255)).max() <= 1
