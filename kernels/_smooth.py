@@ -93,20 +93,12 @@ def smooth_mattes(alpha: np.ndarray, rgb: np.ndarray, state: Optional[SmoothStat
                 flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
                 flow[..., 0] *= np.float32(w / fw)
                 flow[..., 1] *= np.float32(h / fh)
-            # One interleaved (x, y) map, built in place: the same coordinates as two planes, and
-            # cv2.remap samples identically from either form. Below, the same float32 operations
-            # as the formulas in the module docstring, in place (no per-frame temporaries).
-            where = np.add(flow, grid, out=flow)
+            where = np.add(flow, grid, out=flow)  # one interleaved (x, y) map: remap samples as from two planes
             prev_alpha = cv2.remap(state.alpha, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             prev_guide = cv2.remap(state.guide, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            diff = cv2.blur(np.abs(np.subtract(g, prev_guide, out=prev_guide), out=prev_guide), (k, k))
-            weight = np.clip(np.multiply(diff, np.float32(1 / motion_scale), out=diff), 0, 1, out=diff)
-            weight *= 1 - w_min
-            weight += w_min
-            blend = np.multiply(weight, a, out=out[i])
-            np.subtract(1, weight, out=weight)
-            weight *= prev_alpha
-            blend += weight
+            diff = cv2.blur(np.abs(g - prev_guide), (k, k))
+            weight = w_min + (1 - w_min) * np.clip(diff * np.float32(1 / motion_scale), 0, 1)
+            out[i] = weight * a + (1 - weight) * prev_alpha
         state = SmoothState(alpha=out[i].copy(), guide=g, flow_guide=flow_guides[i])
     return out, state
 
