@@ -187,8 +187,8 @@ def naive_loop(clip: Path, out: Path, model: str, n_frames: int, *, encoder: str
     as it is in a bgvid run. Returns {"fps", "wall", "cpu", "frames"}."""
     import cv2
 
-    from bgvid._segment import Segmenter
-    from bgvid._video_out import PRORES_CODEC, PRORES_OPTIONS, VP9_OPTIONS
+    from bgvid.io.writer import PRORES_CODEC, PRORES_OPTIONS, VP9_OPTIONS
+    from bgvid.models.segmenter import Segmenter
 
     webm = out.suffix == ".webm"
     with Timer() as t:
@@ -237,7 +237,7 @@ def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     lines = []
     for j, c in enumerate(cells):
-        lines.append("  ".join(s.ljust(w) if i == 0 else s.rjust(w) for i, (s, w) in enumerate(zip(c, widths))))
+        lines.append("  ".join(s.ljust(w) if i == 0 else s.rjust(w) for i, (s, w) in enumerate(zip(c, widths, strict=False))))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -30,7 +30,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "cam_latency.json"
 
 def run_one(name: str, *, sink: str, background: str, kernel: str, seconds: float, size: str, fps: int,
             every: int, threads: int, port: int) -> dict:
-    from bgvid._cam import run_live
+    from bgvid.apps.cam import run_live
 
     target = f"udp://127.0.0.1:{port}" if sink == "udp" else "null"
     stats = run_live(str(CLIP), target, background=background, size=size, fps=fps, loop=True,
@@ -49,11 +49,11 @@ def stage_profile(size: str, iterations: int) -> dict:
 
     import av
 
-    from bgvid._cam import NullSink, StreamSink, open_live
+    from bgvid.apps.cam import NullSink, StreamSink, open_live
 
     w, h = (int(v) for v in size.split("x"))
     with av.open(str(CLIP)) as c:
-        frames = [f for _, f in zip(range(8), c.decode(video=0))]
+        frames = [f for _, f in zip(range(8), c.decode(video=0), strict=False)]
     out = {}
     for kernel in ("stock",):
         for background in ("blur", "#00ff00"):

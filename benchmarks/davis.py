@@ -64,7 +64,7 @@ def mean_iou(alpha: np.ndarray, masks: np.ndarray) -> float:
 
 def room_frames(limit: int = 120) -> np.ndarray:
     with av.open(str(MEDIA / "backgrounds" / "handheld_room.mp4")) as container:
-        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(limit), container.decode(video=0))]
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(limit), container.decode(video=0), strict=False)]
     return np.stack(frames)
 
 

@@ -188,7 +188,7 @@ def _tolerance(planes_dir, name, frames, before, digests) -> str:
         return "(not recorded)"
     if len(before) != len(digests):
         return f"(frame count {len(before)} -> {len(digests)})"
-    differing = sum(a != b for a, b in zip(before, digests))
+    differing = sum(a != b for a, b in zip(before, digests, strict=False))
     if planes_dir is None:
         return f"({differing} of {len(digests)} frames differ)"
     saved = np.load(planes_dir / (name.replace("/", "_") + ".npz"))

@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 import bgvid
-from bgvid._run import parse_frames
+from bgvid.apps.run import parse_frames
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, naive_loop  # noqa: E402

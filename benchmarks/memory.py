@@ -28,7 +28,7 @@ FORMATS = {"mov": "ProRes 4444 .mov", "webm": "VP9 alpha .webm", "mp4": "H.264 .
 
 def _child(payload: dict) -> dict:
     import bgvid
-    from bgvid._process import limit_malloc_arenas
+    from bgvid.cli.process import limit_malloc_arenas
 
     limit_malloc_arenas()  # as the `bgvid` command does at start-up
 

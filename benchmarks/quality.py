@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 
 from bgvid import Segmenter
-from bgvid._composite import make_composite
-from bgvid._metrics import score_sequence
+from bgvid.eval.composites import make_composite
+from bgvid.eval.metrics import score_sequence
 from bgvid.kernels import DEFAULT_STRENGTH, guided_upsample, resize_batch, smooth_mattes
 
 HERE = Path(__file__).resolve().parent
@@ -72,8 +72,8 @@ def run_variant(low: np.ndarray, frames: np.ndarray, refine: str, smooth) -> np.
 def edge_foreground_mse(frames, alpha_true, fg_true, alpha_pred, foreground_pred) -> tuple[float, float]:
     """Foreground MSE (x1e3) where the true alpha is soft (0.05..0.95): the observed colour (what a
     tool without decontamination writes) against bgvid's decontaminated colour."""
-    from bgvid._stages import DecontaminateStage
-    from bgvid._types import FrameBatch
+    from bgvid.frames import FrameBatch
+    from bgvid.stages.stages import DecontaminateStage
 
     batch = FrameBatch(rgb=frames.copy(), frame_index=np.arange(len(frames)), pts=None, time_base=None,
                        alpha=alpha_pred, foreground=foreground_pred)

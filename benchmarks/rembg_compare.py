@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import JUGGLE, MEDIA, RESULTS, WORK, Timer, machine, run_child, summary, table, write_json  # noqa: E402
+from _common import JUGGLE, MEDIA, RESULTS, WORK, machine, run_child, summary, table, write_json  # noqa: E402
 
 SIZE = (720, 1280)
 
@@ -135,7 +135,7 @@ def prepare_home(home: Path) -> Path:
 
 
 def composites(frames: int):
-    from bgvid._composite import make_composite
+    from bgvid.eval.composites import make_composite
 
     sets = {"lemur/still": (MEDIA / "rgba/lemur_rgba.png", MEDIA / "backgrounds/still_GT26r.jpg"),
             "plush/room": (MEDIA / "rgba/plush_rgba.png", MEDIA / "backgrounds/handheld_room.mp4")}
@@ -150,9 +150,9 @@ def composites(frames: int):
 
 
 def score(pred: np.ndarray, true: np.ndarray) -> dict:
-    from bgvid._metrics import grad, mad, mse
+    from bgvid.eval.metrics import grad, mad, mse
 
-    return {k: float(np.mean([f(p, t) for p, t in zip(pred, true)])) for k, f in
+    return {k: float(np.mean([f(p, t) for p, t in zip(pred, true, strict=False)])) for k, f in
             (("mad", mad), ("mse", mse), ("grad", grad))}
 
 
@@ -160,7 +160,7 @@ class BgvidPerFrame:
     """bgvid's Segmenter (batch 1) + the matte brought to full size, one frame per call."""
 
     def __init__(self, rgb: np.ndarray, refine: str):
-        from bgvid._segment import Segmenter
+        from bgvid.models.segmenter import Segmenter
 
         self.rgb, self.refine = rgb, refine
         self.seg = Segmenter.from_name("isnet")
@@ -214,7 +214,7 @@ def rembg_video_path(venv: Path, home: Path, model: Path, clip: Path, n: int, tm
     import av
     from PIL import Image
 
-    from bgvid._video_out import PRORES_CODEC, PRORES_OPTIONS
+    from bgvid.io.writer import PRORES_CODEC, PRORES_OPTIONS
 
     src_dir, dst_dir, out = tmp / "frames", tmp / "cutouts", tmp / "rembg.mov"
     src_dir.mkdir()
@@ -252,8 +252,9 @@ def rembg_video_path(venv: Path, home: Path, model: Path, clip: Path, n: int, tm
 
 
 def _child(payload: dict) -> dict:
-    import bgvid
     from _common import cpu_seconds, peak_rss_mib
+
+    import bgvid
 
     c0 = cpu_seconds()
     options = {"refine": payload["refine"]} if "refine" in payload else {}  # else bgvid's defaults
@@ -311,7 +312,7 @@ def main() -> None:
                        "cpu_ms_per_frame": summary([1e3 * s for s in secs["cpu_seconds"]]),
                        "model_ms_per_frame": summary([1e3 * s for s in secs["model_seconds"]]),
                        # what is not the shared model: pre/post-processing and the pipeline around it
-                       "other_ms_per_frame": summary([1e3 * (s - m) for s, m in zip(secs["seconds"], secs["model_seconds"])]),
+                       "other_ms_per_frame": summary([1e3 * (s - m) for s, m in zip(secs["seconds"], secs["model_seconds"], strict=False)]),
                        **score(alphas[label], truth)}
                 result["per_frame"].append(row)
                 rows.append({"composite": name, "tool": label, "ms": row["ms_per_frame"]["median"],

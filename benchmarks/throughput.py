@@ -38,11 +38,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (JUGGLE, RESULTS, Timer, clip_1080p, cores, machine, naive_loop, peak_rss_mib,  # noqa: E402
-                     run_child, summary, table, write_json)
+from _common import (  # noqa: E402
+    JUGGLE,
+    RESULTS,
+    Timer,
+    clip_1080p,
+    cores,
+    machine,
+    naive_loop,
+    peak_rss_mib,
+    run_child,
+    summary,
+    table,
+    write_json,
+)
 
 FORMATS = {"mov": ("ProRes 4444 .mov", "prores"), "webm": ("VP9 alpha .webm", "webm")}
 STAGES = ("decode", "segment", "smooth", "upsample", "decontaminate", "encode")
@@ -94,12 +104,12 @@ def _run_stage(stage, batches):
 
 
 def stages_alone(clip: Path, model: str, n: int, formats: list[str], repeat: int, tmp: Path) -> dict:
-    from bgvid._run import _default_batch
-    from bgvid._segment import Segmenter
-    from bgvid._stages import DecontaminateStage, SegmentStage, SmoothStage, UpsampleStage
-    from bgvid._video_in import VideoReader, probe
-    from bgvid._video_out import VideoWriter
+    from bgvid.apps.run import _default_batch
+    from bgvid.io.reader import VideoReader, probe
+    from bgvid.io.writer import VideoWriter
     from bgvid.kernels import DEFAULT_STRENGTH
+    from bgvid.models.segmenter import Segmenter
+    from bgvid.stages.stages import DecontaminateStage, SegmentStage, SmoothStage, UpsampleStage
 
     seg = Segmenter.from_name(model)
     batch = _default_batch(seg)

@@ -108,7 +108,7 @@ def _dense_level_numpy(image: np.ndarray, a: np.ndarray, fb: np.ndarray, n_iter:
     inner = xp[1:-1, 1:-1]
     for _ in range(n_iter):
         s = weights[0] * xp[_SHIFTS[0]]
-        for wk, shift in zip(weights[1:], _SHIFTS[1:]):
+        for wk, shift in zip(weights[1:], _SHIFTS[1:], strict=False):
             s += wk * xp[shift]
         rf = s[..., :3]
         rf += b_f
@@ -244,7 +244,7 @@ def _solve_pyramid(image: np.ndarray, alpha: np.ndarray, sizes: list, dense: boo
     fb = np.clip(np.concatenate([f0, b0]), 0, 1).astype(np.float32).reshape(1, 1, 6)
 
     band = None
-    for (sh, sw), img, a in zip(sizes, images, alphas):
+    for (sh, sw), img, a in zip(sizes, images, alphas, strict=False):
         if fb.shape[:2] != (sh, sw):
             fb = np.ascontiguousarray(cv2.resize(fb, (sw, sh), interpolation=cv2.INTER_LINEAR))
         n_iter = SMALL_ITERATIONS if min(sh, sw) <= SMALL_SIZE else iterations

@@ -12,14 +12,14 @@ Public API:
 Importing bgvid loads no model, touches no network and starts no thread.
 """
 
-from ._cam import LiveSession, LiveStats, open_live, open_sink, open_source, run_live
-from ._errors import BgvidError, InputError, ModelError
-from ._farm import FarmResult, Shot, load_job, make_shots, run_farm
-from ._join import JoinResult, join_parts, read_part
-from ._models import list_models, model_path, pull_model
-from ._run import RunResult, iter_mattes, remove_background
-from ._segment import Segmenter
-from ._types import FrameBatch, VideoInfo
+from .apps.cam import LiveSession, LiveStats, open_live, open_sink, open_source, run_live
+from .apps.farm import FarmResult, Shot, load_job, make_shots, run_farm
+from .apps.run import RunResult, iter_mattes, remove_background
+from .errors import BgvidError, InputError, ModelError
+from .frames import FrameBatch, VideoInfo
+from .io.join import JoinResult, join_parts, read_part
+from .models.api import list_models, model_path, pull_model
+from .models.segmenter import Segmenter
 
 __version__ = "0.1.0"
 

@@ -1,3 +1,4 @@
-from ._cli import main
+from .cli.main import main
 
-main()
+if __name__ == "__main__":
+    main()

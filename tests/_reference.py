@@ -22,7 +22,7 @@ def plain_pipeline(seg: Segmenter, rgb: np.ndarray) -> np.ndarray:
 
 def mean_iou(alphas, masks, threshold: float = 0.5) -> float:
     scores = []
-    for alpha, mask in zip(alphas, masks):
+    for alpha, mask in zip(alphas, masks, strict=False):
         pred = alpha > threshold
         scores.append((pred & mask).sum() / max(1, (pred | mask).sum()))
     return float(np.mean(scores))

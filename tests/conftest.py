@@ -36,7 +36,8 @@ def reference_dir() -> Path:
 def model_source():
     """model_source(name) -> bytes of the verified source file (.tflite / original .onnx) from the
     model cache; skips when that model has not been pulled (`bgvid models pull NAME`)."""
-    from bgvid import _cache, _catalog
+    from bgvid.models import cache as _cache
+    from bgvid.models import catalog as _catalog
 
     root = _cache.cache_root()  # the user's cache, even if a test later points BGVID_HOME elsewhere
 
@@ -53,7 +54,8 @@ def model_source():
 @pytest.fixture
 def model_path():
     """model_path(name) -> Path of the converted .onnx in the cache; skips when not pulled."""
-    from bgvid import _cache, _catalog
+    from bgvid.models import cache as _cache
+    from bgvid.models import catalog as _catalog
 
     root = _cache.cache_root()
 

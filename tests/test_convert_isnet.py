@@ -8,8 +8,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from bgvid._convert_isnet import rewrite_isnet  # noqa: E402
-from bgvid._errors import ModelError  # noqa: E402
+from bgvid.errors import ModelError  # noqa: E402
+from bgvid.models.convert.isnet_onnx import rewrite_isnet  # noqa: E402
 
 MODELS = ["isnet", "isnet-small"]
 _rewritten: dict[str, "onnx.ModelProto"] = {}  # the rewrite takes seconds: do it once per model

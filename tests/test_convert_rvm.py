@@ -24,8 +24,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from bgvid._convert_tfjs import VERSION, assemble_tfjs, convert_tfjs, decode_weights, split_tfjs  # noqa: E402
-from bgvid._errors import InputError, ModelError  # noqa: E402
+from bgvid.errors import InputError, ModelError  # noqa: E402
+from bgvid.models.convert.tfjs_onnx import VERSION, assemble_tfjs, convert_tfjs, decode_weights, split_tfjs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REFERENCE_SCRIPT = HERE / "rvm_reference.mjs"
@@ -60,7 +60,7 @@ def _zero_states(n: int = 1) -> dict[str, np.ndarray]:
 def _step(session, src: np.ndarray, states: dict, ratio: float) -> dict[str, np.ndarray]:
     names = [o.name for o in session.get_outputs()]
     out = session.run(names, {"src": src, **states, "downsample_ratio": np.array(ratio, np.float32)})
-    return dict(zip(names, out))
+    return dict(zip(names, out, strict=False))
 
 
 def _next_states(out: dict) -> dict[str, np.ndarray]:
@@ -223,7 +223,7 @@ def test_ratios_run_and_states_come_back_nhwc(session, ratio):
     out = _step(session, np.ascontiguousarray(frames), _zero_states(1), ratio)
     assert out["pha"].shape == (n, h, w, 1) and out["fgr"].shape == (n, h, w, 3)
     assert np.isfinite(out["pha"]).all() and out["pha"].min() >= 0 and out["pha"].max() <= 1
-    for i, ((sh, sw), c) in enumerate(zip(_state_hw(h, w, ratio), STATES.values()), 1):
+    for i, ((sh, sw), c) in enumerate(zip(_state_hw(h, w, ratio), STATES.values(), strict=False), 1):
         assert out[f"r{i}o"].shape == (n, sh, sw, c), f"r{i}o"
     again = _step(session, np.ascontiguousarray(frames), _next_states(out), ratio)  # feeds back as is
     assert again["pha"].shape == (n, h, w, 1)

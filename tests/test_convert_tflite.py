@@ -11,8 +11,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 tflite = pytest.importorskip("tflite")
 
-from bgvid._convert_tflite import convert_tflite  # noqa: E402
-from bgvid._errors import ModelError  # noqa: E402
+from bgvid.errors import ModelError  # noqa: E402
+from bgvid.models.convert.tflite_onnx import convert_tflite  # noqa: E402
 
 REFERENCE = "selfie_mediapipe_0.10.21.npz"
 # (catalog name, reference key prefix, model input H, W)

@@ -23,7 +23,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
 from _clips import pattern
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,7 +39,8 @@ CORE = (slice(81, 88), slice(206, 235))  # pixels whose centres lie well inside 
 
 @pytest.fixture(scope="module")
 def selfie():
-    from bgvid import _cache, _catalog
+    from bgvid.models import cache as _cache
+    from bgvid.models import catalog as _catalog
 
     if _cache.cached_model(_catalog.get_model("selfie")) is None:
         pytest.skip("model 'selfie' not cached: run `bgvid models pull selfie`")
@@ -51,7 +51,6 @@ def selfie():
 def person_clip(tmp_path_factory):
     """juggle.mp4, 30 frames at 384x216, H.264 with a keyframe every 8 frames (so seeking matters)."""
     import cv2
-
     from conftest import SHARED_MEDIA
 
     src = SHARED_MEDIA / "clips" / "juggle.mp4"
@@ -88,7 +87,7 @@ class Editor:
     """An EditorServer on a background thread plus helpers to drive its page."""
 
     def __init__(self, clip, overrides, model="selfie"):
-        from bgvid._edit import EditorServer
+        from bgvid.apps.edit import EditorServer
 
         self.server = EditorServer(clip, overrides=overrides, model=model).start()
         self.url = self.server.url
@@ -210,7 +209,7 @@ def alpha_of_png_sequence(folder: Path) -> dict[int, np.ndarray]:
 def test_mouse_stroke_on_a_half_size_canvas_is_saved_in_video_pixels_and_renders_on_its_frames_only(
         person_clip, browser, editor_factory, tmp_path):
     import bgvid
-    from bgvid._overrides import Overrides
+    from bgvid.stages.overrides import Overrides
 
     overrides = tmp_path / "overrides.json"
     ed = editor_factory(person_clip, overrides)
@@ -271,7 +270,7 @@ def test_the_page_rasterises_strokes_exactly_as_bgvid_run(person_clip, browser, 
     """The preview reproduces _overrides' rasterisation in JS: every kind of stroke, in list order."""
     import cv2
 
-    from bgvid._overrides import Overrides
+    from bgvid.stages.overrides import Overrides
 
     strokes = [
         {"frames": "0", "mode": "remove", "size": 40, "softness": 0.0, "points": [[190.3, 60.7], [250.1, 120.9]]},
@@ -457,8 +456,8 @@ def test_frames_and_mattes_in_any_order_match_bgvid_run(selfie, person_clip, tmp
     """The editor decodes by seeking and computes mattes out of order; both must be what `bgvid run`
     (here its iter_mattes, same stages, same defaults) gets for the same frame index."""
     import bgvid
-    from bgvid._edit import EditorServer
-    from bgvid._video_in import VideoReader
+    from bgvid.apps.edit import EditorServer
+    from bgvid.io.reader import VideoReader
 
     with VideoReader(person_clip) as reader:
         frames = [b.rgb[i] for b in reader for i in range(len(b))]
@@ -475,9 +474,9 @@ def test_frames_and_mattes_in_any_order_match_bgvid_run(selfie, person_clip, tmp
 
 def test_an_override_folder_shows_its_png_layers_and_gets_the_strokes(selfie, tmp_path):
     import cv2
-
     from _clips import make_clip
-    from bgvid._edit import EditorServer
+
+    from bgvid.apps.edit import EditorServer
 
     clip = make_clip(tmp_path / "tiny.mp4", width=64, height=48, frames=4)
     folder = tmp_path / "fixes"
@@ -508,7 +507,8 @@ def test_an_override_folder_shows_its_png_layers_and_gets_the_strokes(selfie, tm
 @pytest.fixture
 def tiny_editor(selfie, tmp_path):
     from _clips import make_clip
-    from bgvid._edit import EditorServer
+
+    from bgvid.apps.edit import EditorServer
 
     clip = make_clip(tmp_path / "tiny.mp4", width=64, height=48, frames=4)
     server = EditorServer(clip, overrides=tmp_path / "o.json", model="selfie").start()

@@ -13,13 +13,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from _clips import make_clip, read_video_pts
 
 import bgvid
-from bgvid._farm import FAULT_ENV, Shot, default_chunk_size, load_job, run_farm
-from bgvid._errors import BgvidError, InputError
-from bgvid._video_in import read_rgba
-
-from _clips import make_clip, read_video_pts
+from bgvid.apps.farm import FAULT_ENV, Shot, default_chunk_size, load_job, run_farm
+from bgvid.errors import BgvidError, InputError
+from bgvid.io.reader import read_rgba
 
 ray = pytest.importorskip("ray", reason='bgvid farm needs Ray: pip install "bgvid[farm]"')
 
@@ -38,7 +37,8 @@ def local_ray():
 @pytest.fixture(scope="module")
 def shot(tmp_path_factory):
     """A 40-frame clip with AAC audio and its single `bgvid run` (.mov, selfie)."""
-    from bgvid import _cache, _catalog
+    from bgvid.models import cache as _cache
+    from bgvid.models import catalog as _catalog
 
     if _cache.cached_model(_catalog.get_model("selfie")) is None:
         pytest.skip("model 'selfie' not cached: run `bgvid models pull selfie`")
@@ -58,7 +58,7 @@ def _assert_same_as_single_run(out: Path, full: Path) -> None:
     got = [rgba[..., 3].astype(np.int64) for _, _, rgba in read_rgba(out)]
     want = [rgba[..., 3].astype(np.int64) for _, _, rgba in read_rgba(full)]
     assert len(got) == len(want) == FRAMES
-    worst = max(np.abs(g - w).max() for g, w in zip(got, want)) / 65535
+    worst = max(np.abs(g - w).max() for g, w in zip(got, want, strict=False)) / 65535
     assert worst <= ALPHA_TOL, worst
     assert _audio_packets(out) == _audio_packets(full)  # audio intact, byte for byte
 
@@ -79,7 +79,7 @@ def test_farm_output_equals_a_single_run(local_ray, shot, tmp_path):
     assert sorted(record["chunks"], key=lambda r: int(r.split("-")[0])) == ["0-9", "10-19", "20-29", "30-39"]
     assert all(len(c["sha256"]) == 64 and c["frames"] == CHUNK and c["attempts"] == 1 and c["seconds"] > 0
                for c in record["chunks"].values())
-    assert record["status"] == "done" and record["input_sha256"] == bgvid._join.file_sha256(src)
+    assert record["status"] == "done" and record["input_sha256"] == bgvid.io.join.file_sha256(src)
     assert not Path(str(out) + ".parts").exists()  # parts removed once joined
     assert any("chunk 20-29 done" in m for m in lines) and any(m.startswith("Wrote") for m in lines)
 
@@ -247,7 +247,7 @@ def test_default_chunk_size_covers_the_pre_roll():
 
 
 def test_without_ray_the_error_says_what_to_install(monkeypatch, tmp_path):
-    from bgvid import _farm
+    from bgvid.apps import farm as _farm
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(BgvidError, match=r'pip install "bgvid\[farm\]"'):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bgvid._composite import make_composite
+from bgvid.eval.composites import make_composite
 from bgvid.kernels import _foreground, decontaminate, estimate_foreground
 
 FG = np.array([200, 40, 30]) / 255

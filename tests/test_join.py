@@ -12,12 +12,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from _clips import make_clip, make_image_sequence, read_video_pts
 
 import bgvid
-from bgvid._join import PART_TAG, join_parts, read_part
-from bgvid._video_in import read_rgba
-
-from _clips import make_clip, make_image_sequence, read_video_pts
+from bgvid.io.join import PART_TAG, join_parts, read_part
+from bgvid.io.reader import read_rgba
 
 FRAMES = 30
 # ProRes keeps alpha at 10 bits: a chunk's matte is within 1/255 of the full run's (the smoother's
@@ -64,7 +63,8 @@ def shot(tmp_path_factory, model_path_module):
 
 @pytest.fixture(scope="module")
 def model_path_module():
-    from bgvid import _cache, _catalog
+    from bgvid.models import cache as _cache
+    from bgvid.models import catalog as _catalog
 
     if _cache.cached_model(_catalog.get_model("selfie")) is None:
         pytest.skip("model 'selfie' not cached: run `bgvid models pull selfie`")
@@ -89,7 +89,7 @@ def test_join_of_separate_frame_runs_equals_the_single_run(shot, tmp_path):
     assert read_video_pts(out) == read_video_pts(full)  # same timestamps, same time base
     joined, single = _alphas(out), _alphas(full)
     assert len(joined) == len(single) == FRAMES
-    worst = max(np.abs(j - s).max() for j, s in zip(joined, single)) / 65535
+    worst = max(np.abs(j - s).max() for j, s in zip(joined, single, strict=False)) / 65535
     assert worst <= ALPHA_TOL, worst
     assert _audio_packets(out) == _audio_packets(full)  # the source's audio, as a single run lays it in
     with av.open(str(out)) as c:
@@ -125,7 +125,7 @@ def test_webm_parts_start_on_keyframes_and_join_losslessly(shot, tmp_path):
     pieces = [rgba for p in (parts[1], parts[0]) for _, _, rgba in read_rgba(p)]
     whole = [rgba for _, _, rgba in read_rgba(out)]
     assert len(whole) == FRAMES
-    for a, b in zip(whole, pieces):
+    for a, b in zip(whole, pieces, strict=False):
         np.testing.assert_array_equal(a, b)
     assert read_video_pts(out, decoder="libvpx-vp9") == read_video_pts(single, decoder="libvpx-vp9")
     assert _audio_packets(out) == _audio_packets(single)
@@ -223,7 +223,7 @@ def test_incomplete_part_leaves_nothing(shot, tmp_path):
 
 
 def test_timecode_and_stream_tags_match_the_single_run(model_path_module, tmp_path):
-    from bgvid._video_in import probe
+    from bgvid.io.reader import probe
 
     src = make_clip(tmp_path / "tc.mov", frames=20, timecode="01:00:00:00", audio=True)
     single = bgvid.remove_background(src, tmp_path / "single.mov", model="selfie").output

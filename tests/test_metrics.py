@@ -1,5 +1,5 @@
-"""Matting measures (bgvid._metrics) on hand-computable cases, and the exact-alpha composite generator
-(bgvid._composite). Synthetic inputs except where a test takes the `media` fixture."""
+"""Matting measures (bgvid.eval.metrics) on hand-computable cases, and the exact-alpha composite generator
+(bgvid.eval.composites). Synthetic inputs except where a test takes the `media` fixture."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bgvid import _composite, _metrics
+from bgvid.eval import composites as _composite
+from bgvid.eval import metrics as _metrics
 
 H, W = 48, 64
 
@@ -97,7 +98,7 @@ def test_score_sequence_averages_frames_and_pairs():
     assert s["frames"] == 4
     for name in ("mad", "mse", "grad", "conn", "iou"):
         fn = getattr(_metrics, name)
-        assert s[name] == pytest.approx(np.mean([fn(p, t) for p, t in zip(pred, true)])), name
+        assert s[name] == pytest.approx(np.mean([fn(p, t) for p, t in zip(pred, true, strict=False)])), name
     assert s["dtssd"] == pytest.approx(_metrics.dtssd(np.stack(pred), np.stack(true)))
     with pytest.raises(ValueError):
         _metrics.score_sequence(pred, true[:3])
@@ -126,7 +127,7 @@ def _plate(value=None) -> np.ndarray:
 def test_composite_is_alpha_blend_of_what_it_returns():
     kw = dict(frames=4, size=(H, W), seed=5, motion="pan")
     bgs = list(_composite.background_frames(_plate(), **kw))
-    for (frame, alpha, fg), bg in zip(_composite.make_composite(_fg(), _plate(), **kw), bgs):
+    for (frame, alpha, fg), bg in zip(_composite.make_composite(_fg(), _plate(), **kw), bgs, strict=False):
         assert frame.dtype == np.uint8 and frame.shape == (H, W, 3)
         assert alpha.dtype == np.float32 and fg.dtype == np.float32
         a = alpha.astype(np.float64)[..., None]
@@ -142,7 +143,7 @@ def test_composite_alpha_is_the_alpha_used():
     kw = dict(frames=3, size=(H, W), seed=1, motion="zoom")
     black = list(_composite.make_composite(_fg(), _plate(0), **kw))
     white = list(_composite.make_composite(_fg(), _plate(255), **kw))
-    for (fb, ab, _), (fw, aw, _) in zip(black, white):
+    for (fb, ab, _), (fw, aw, _) in zip(black, white, strict=False):
         assert np.array_equal(ab, aw)
         recovered = 1 - (fw.astype(np.float64) - fb) / 255
         assert np.abs(recovered - ab[..., None]).max() <= 1 / 255 + 1e-6
@@ -171,7 +172,7 @@ def test_written_composite_reads_back_exactly(tmp_path, target):
 
     names = sorted(p.name for p in alpha_dir.iterdir())
     assert names == ["000000.png", "000001.png", "000002.png"]
-    for name, (_, alpha, _) in zip(names, expected):
+    for name, (_, alpha, _) in zip(names, expected, strict=False):
         raw = cv2.imread(str(alpha_dir / name), cv2.IMREAD_UNCHANGED)
         assert raw.dtype == np.uint16 and raw.ndim == 2
         assert np.array_equal(_composite.read_alpha(alpha_dir / name), alpha)  # bit-exact float32
@@ -182,7 +183,7 @@ def test_written_composite_reads_back_exactly(tmp_path, target):
     else:
         frames = [cv2.imread(str(out / n))[..., ::-1] for n in names]
     assert len(frames) == 3
-    for got, (want, _, _) in zip(frames, expected):
+    for got, (want, _, _) in zip(frames, expected, strict=False):
         assert np.array_equal(got, want)  # lossless: RGB H.264 at crf 0, or PNG
 
     with pytest.raises(FileExistsError):

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bgvid import _cache, _catalog
-from bgvid._errors import InputError, ModelError
+from bgvid.errors import InputError, ModelError
+from bgvid.models import cache as _cache
+from bgvid.models import catalog as _catalog
 
 SELFIE_MEMBER = "package/selfie_segmentation.tflite"
 
@@ -54,7 +55,9 @@ def test_catalogue_lists_the_public_model_names_with_licences():
 
 
 def test_catalogue_converter_versions_match_the_converters():
-    from bgvid import _convert_isnet, _convert_tfjs, _convert_tflite
+    from bgvid.models.convert import isnet_onnx as _convert_isnet
+    from bgvid.models.convert import tfjs_onnx as _convert_tfjs
+    from bgvid.models.convert import tflite_onnx as _convert_tflite
 
     versions = {"tflite": _convert_tflite.VERSION, "isnet": _convert_isnet.VERSION, "tfjs": _convert_tfjs.VERSION}
     for spec in _catalog.load_catalogue().values():

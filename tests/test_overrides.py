@@ -1,4 +1,4 @@
-"""Manual override files: PNG layers and JSON brush strokes (bgvid._overrides)."""
+"""Manual override files: PNG layers and JSON brush strokes (bgvid.stages.overrides)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from bgvid import FrameBatch, InputError
-from bgvid._overrides import OverrideStage, Overrides, rasterize_stroke
+from bgvid.stages.overrides import Overrides, OverrideStage, rasterize_stroke
 
 W, H = 64, 48
 
@@ -39,7 +39,7 @@ def _reference_coverage(points, size, softness) -> np.ndarray:
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float64) + 0.5
     pts = np.asarray(points, dtype=np.float64)
     d = np.full((H, W), np.inf)
-    for a, b in zip(pts, pts[1:]) if len(pts) > 1 else [(pts[0], pts[0])]:
+    for a, b in zip(pts, pts[1:], strict=False) if len(pts) > 1 else [(pts[0], pts[0])]:
         ab = b - a
         t = np.zeros_like(xx)
         if ab.any():
@@ -84,7 +84,7 @@ def test_stroke_coverage_matches_distance_to_polyline_and_ignores_point_spacing(
     assert cov.shape == (H, W) and cov.dtype == np.float32
     np.testing.assert_allclose(cov, _reference_coverage(points, 14, 0.6), atol=1e-4)
     # the same polyline with many extra points on it rasterises the same
-    dense = [p for a, b in zip(points, points[1:]) for p in np.linspace(a, b, 37)[:-1].tolist()] + [points[-1]]
+    dense = [p for a, b in zip(points, points[1:], strict=False) for p in np.linspace(a, b, 37)[:-1].tolist()] + [points[-1]]
     np.testing.assert_allclose(rasterize_stroke(dense, size=14, softness=0.6, width=W, height=H), cov, atol=1e-5)
 
 

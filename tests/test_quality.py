@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_run import bgvid_cli
 
 import bgvid
-from bgvid._errors import InputError
-from bgvid._video_in import read_rgba
+from bgvid.errors import InputError
+from bgvid.io.reader import read_rgba
 from bgvid.kernels import SmoothState, smooth_mattes, warmup_frames
-
-from test_run import bgvid_cli
 
 
 def test_warmup_bound_follows_the_strength():
@@ -125,7 +124,7 @@ def test_chunked_cli_output_joins_the_full_output(model_path, media, tmp_path):
     full = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "full.mov")][100:120]
     part = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "part.mov")]
     assert len(part) == 20
-    worst = max(np.abs(p.astype(np.int64) - f.astype(np.int64)).max() for p, f in zip(part, full)) / 65535
+    worst = max(np.abs(p.astype(np.int64) - f.astype(np.int64)).max() for p, f in zip(part, full, strict=False)) / 65535
     assert worst <= 1 / 255 + 1 / 1023  # + one 10-bit step of ProRes alpha quantisation
 
 
@@ -151,7 +150,7 @@ def test_eval_scores_a_perfect_and_a_real_output(model_path, media, tmp_path):
 
     import cv2
 
-    from bgvid._composite import write_composite
+    from bgvid.eval.composites import write_composite
 
     model_path("selfie"), model_path("rvm")  # rvm: the default model
     clip, truth = tmp_path / "comp.mp4", tmp_path / "truth"
@@ -221,8 +220,8 @@ def test_recurrent_chunk_is_close_to_a_full_run(model_path, media):
 
 def test_rvm_carries_foreground_colour_and_state(model_path, media):
     from bgvid import Segmenter
-    from bgvid._catalog import get_model
-    from bgvid._video_in import VideoReader
+    from bgvid.io.reader import VideoReader
+    from bgvid.models.catalog import get_model
 
     seg = Segmenter(model_path("rvm"), get_model("rvm"), threads=2)
     with VideoReader(media / "clips" / "carphone.mp4", frames=(0, 3), batch_size=4) as reader:
@@ -254,4 +253,4 @@ def test_choke_on_the_command_line(model_path, media, tmp_path):
         bgvid_cli("run", src, "-o", tmp_path / name, "--frames", "0-1", "--model", "selfie", "--quiet", *extra, check=0)
     plain = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "plain")]
     choked = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "choked")]
-    assert all((c <= p).all() and c.sum() < p.sum() for c, p in zip(choked, plain))
+    assert all((c <= p).all() and c.sum() < p.sum() for c, p in zip(choked, plain, strict=False))

@@ -14,14 +14,13 @@ import av
 import cv2
 import numpy as np
 import pytest
+from _clips import make_audio_only, make_clip, make_image, read_video_pts, truncate
+from _reference import mean_iou, plain_pipeline
 
 import bgvid
 from bgvid import Segmenter
-from bgvid._catalog import get_model
-from bgvid._video_in import VideoReader, read_rgba
-
-from _clips import make_audio_only, make_clip, make_image, read_video_pts, truncate
-from _reference import mean_iou, plain_pipeline
+from bgvid.io.reader import VideoReader, read_rgba
+from bgvid.models.catalog import get_model
 
 DAVIS_FRAMES = 24
 
@@ -61,7 +60,7 @@ def davis_swing(tmp_path_factory, request):
 @pytest.fixture(scope="module")
 def davis_plain_iou(davis_swing, request):
     """IoU of the plain reference pipeline on the same decoded frames."""
-    from bgvid import _cache
+    from bgvid.models import cache as _cache
 
     spec = get_model("selfie")
     path = _cache.cached_model(spec)

@@ -6,24 +6,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from bgvid._video_in import SEEK_MIN_FRAMES, VideoReader, _StreamDecoder
-
 from _clips import make_clip
+
+from bgvid.io.reader import SEEK_MIN_FRAMES, VideoReader, _StreamDecoder
 
 
 def _frames(path, frames, monkeypatch=None, seek=True):
     if not seek:
-        monkeypatch.setattr("bgvid._video_in.SEEK_MIN_FRAMES", 10 ** 9)
+        monkeypatch.setattr("bgvid.io.reader.SEEK_MIN_FRAMES", 10 ** 9)
     with VideoReader(path, frames=frames, batch_size=5) as reader:
-        out = [(int(i), int(p), rgb.copy()) for b in reader for i, p, rgb in zip(b.frame_index, b.pts, b.rgb)]
+        out = [(int(i), int(p), rgb.copy()) for b in reader for i, p, rgb in zip(b.frame_index, b.pts, b.rgb, strict=False)]
     monkeypatch.undo() if not seek else None
     return out
 
 
 def _same(a, b):
     assert [(i, p) for i, p, _ in a] == [(i, p) for i, p, _ in b]
-    for (_, _, x), (_, _, y) in zip(a, b):
+    for (_, _, x), (_, _, y) in zip(a, b, strict=False):
         np.testing.assert_array_equal(x, y)
 
 

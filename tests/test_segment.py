@@ -9,11 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from _reference import plain_pipeline
 
 from bgvid import Segmenter
-from bgvid._catalog import get_model
-from bgvid._errors import InputError, ModelError
-from _reference import plain_pipeline
+from bgvid.errors import InputError, ModelError
+from bgvid.models.catalog import get_model
 
 # Regions of portrait_grace_hopper.jpg (600x512): (rows, cols)
 FACE = (slice(150, 250), slice(200, 320))
@@ -122,7 +122,7 @@ def _davis_iou(seg: Segmenter, clip: Path, step: int) -> tuple[float, float]:
     frames = sorted((clip / "frames").glob("*.jpg"))[::step]
     masks = sorted((clip / "masks").glob("*.png"))[::step]
     ours, plain = [], []
-    for f, m in zip(frames, masks):
+    for f, m in zip(frames, masks, strict=False):
         rgb = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)[None]
         gt = cv2.imread(str(m), cv2.IMREAD_GRAYSCALE) > 127
         for alpha, out in ((seg(rgb)[0], ours), (plain_pipeline(seg, rgb)[0], plain)):

@@ -14,10 +14,10 @@ import av
 import numpy as np
 import pytest
 
-from bgvid._errors import InputError
-from bgvid._types import FrameBatch
-from bgvid._video_in import VideoReader, probe, read_rgba
-from bgvid._video_out import VideoWriter, offset_timecode, output_kind
+from bgvid.errors import InputError
+from bgvid.frames import FrameBatch
+from bgvid.io.reader import VideoReader, probe, read_rgba
+from bgvid.io.writer import VideoWriter, offset_timecode, output_kind
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _clips as C  # noqa: E402
@@ -317,7 +317,7 @@ def test_frame_range_yields_only_that_range_and_stops_decoding(tmp_path):
     in_pts, _ = C.read_video_pts(src)
     C.truncate(src, keep=0.6)  # frames past ~15 are gone: reading 2..5 never gets there
     with VideoReader(src, frames=(2, 5), batch_size=3) as r:
-        got = [(int(i), int(p)) for b in r for i, p in zip(b.frame_index, b.pts)]
+        got = [(int(i), int(p)) for b in r for i, p in zip(b.frame_index, b.pts, strict=False)]
     assert got == [(i, in_pts[i]) for i in range(2, 6)]
 
 
@@ -337,7 +337,7 @@ def test_range_past_the_end_of_an_uncounted_stream_fails_at_the_end(tmp_path):
 
 
 def test_read_rgba_keeps_alpha_of_a_real_vp9_alpha_webm(media):
-    frames = [rgba for _, (_, _, rgba) in zip(range(3), read_rgba(media / "alpha" / "vp9_alpha.webm"))]
+    frames = [rgba for _, (_, _, rgba) in zip(range(3), read_rgba(media / "alpha" / "vp9_alpha.webm"), strict=False)]
     a = frames[0][..., 3]
     assert a.min() < 1000 and a.max() > 64000  # transparent and opaque parts: the alpha survived
 
@@ -485,10 +485,10 @@ def test_disk_full_is_a_bgvid_error_and_removes_the_partial_file(tmp_path):
         import resource, signal, sys, numpy as np
         sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
         import _clips as C
-        from bgvid._errors import BgvidError
-        from bgvid._types import FrameBatch
-        from bgvid._video_in import probe
-        from bgvid._video_out import VideoWriter
+        from bgvid.errors import BgvidError
+        from bgvid.frames import FrameBatch
+        from bgvid.io.reader import probe
+        from bgvid.io.writer import VideoWriter
         info = probe({str(src)!r})
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))  # files stop at 200 kB

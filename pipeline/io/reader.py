@@ -32,8 +32,8 @@ from typing import Iterator, Optional, Union
 import av
 import numpy as np
 
-from ._errors import InputError
-from ._types import ColorInfo, FrameBatch, VideoInfo
+from ..errors import InputError
+from ..frames import ColorInfo, FrameBatch, VideoInfo
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SEQUENCE_RATE = Fraction(25)  # frame rate given to image sequences and stills

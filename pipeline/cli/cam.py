@@ -101,18 +101,18 @@ def cam(source, sink, background, model, size, fps, loop, every, smooth, codec, 
     """Live background removal: a webcam (or a file played as one) into a virtual camera or a
     network stream, in real time on a CPU. Runs until Ctrl-C, --frames, --duration, or the end of a
     file source (without --loop)."""
-    from ._cam import open_live
-    from ._cli import _exit_for, _on_signal, _say
+    from ..apps.cam import open_live
+    from .common import exit_for, on_signal, say
 
-    report = (lambda m: None) if quiet else _say
-    signal.signal(signal.SIGTERM, _on_signal)
+    report = (lambda m: None) if quiet else say
+    signal.signal(signal.SIGTERM, on_signal)
     session = None
     error: Optional[BaseException] = None
     try:
         session = open_live(source, sink, background=background, model=model, size=size, fps=fps, loop=loop,
                             every=every, smooth=smooth or None, codec=codec, threads=threads, report=report)
         if not quiet:
-            _say("Running: Ctrl-C to stop" if frames is None and duration is None else "Running")
+            say("Running: Ctrl-C to stop" if frames is None and duration is None else "Running")
         session.run(frames=frames, duration=duration, on_frame=_LiveLine() if show_stats else None)
     except BaseException as exc:  # noqa: BLE001 - mapped to an exit code below
         error = exc
@@ -132,11 +132,11 @@ def cam(source, sink, background, model, size, fps, loop, every, smooth, codec, 
                 payload["error"] = "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)
             click.echo(json.dumps(payload))
         if not quiet or show_stats:
-            _say(f"bgvid cam: {stats.summary()}")
+            say(f"bgvid cam: {stats.summary()}")
             if stats.frames:
                 stages = ", ".join(f"{k} {v:.1f}" for k, v in stats.stage_ms().items())
-                _say(f"bgvid cam: ms per frame: {stages}")
+                say(f"bgvid cam: ms per frame: {stages}")
     if error is not None:
         if isinstance(error, KeyboardInterrupt) and stats is not None:
             sys.exit(128 + getattr(error, "signum", 2))
-        _exit_for(error, quiet=as_json)
+        exit_for(error, quiet=as_json)

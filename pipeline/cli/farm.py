@@ -1,73 +1,15 @@
-"""`bgvid join` and `bgvid farm`: thin command-line layers over _join and _farm."""
+"""`bgvid farm`: many shots in chunks on Ray."""
 
 from __future__ import annotations
 
 import json
 import signal
 from pathlib import Path
-from typing import Optional
 
 import click
 
-from ._cli import Progress, _describe, _exit_for, _Interrupted, _on_signal, _say
-from ._errors import BgvidError
-
-JOIN_EPILOG = """\b
-The render-farm pair (one command per frame range, on any node):
-  bgvid run shot.mov --frames 0-99    -o parts/shot_0-99.mov
-  bgvid run shot.mov --frames 100-199 -o parts/shot_100-199.mov
-  ...
-  bgvid join parts/shot_*.mov -o shot_alpha.mov --audio-from shot.mov
-
-\b
-Every .mov/.webm that `bgvid run` writes records its source (name, size,
-fingerprint), its frame range and its options. join orders parts by that range
-(shot_100-199 sorts after shot_1000-1099 by name: no matter), copies the packets
-without re-encoding (ProRes is intra-frame; each VP9 part starts on a
-keyframe), keeps the source's timestamps, and refuses a gap, an overlap, parts
-of another source or parts rendered with other options, naming the files.
-PNG sequences need no join: render every range into the same folder.
-"""
-
-
-@click.command("join", epilog=JOIN_EPILOG)
-@click.argument("parts", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="The joined file: .mov for ProRes parts, .webm for VP9 parts.")
-@click.option("--audio-from", type=click.Path(path_type=Path), metavar="SHOT",
-              help="The source shot: its audio is laid back in exactly as a single `bgvid run` would "
-                   "(checked to be the parts' source). Default: the parts' own audio, concatenated.")
-@click.option("--no-audio", is_flag=True, help="No audio in the joined file.")
-@click.option("--force", is_flag=True, help="Overwrite an existing output.")
-@click.option("--quiet", "-q", is_flag=True, help="No messages.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object on stdout at the end (also on failure, with \"error\").")
-def join(parts, output: Path, audio_from: Optional[Path], no_audio: bool, force: bool, quiet: bool,
-         as_json: bool) -> None:
-    """Concatenate PARTS (segments from `bgvid run --frames`) into one file, without re-encoding.
-
-    Exit status: 0 done, 2 parts that do not belong together or bad usage, 1 other failure.
-    """
-    from ._join import join_parts
-
-    report = (lambda m: None) if quiet else _say
-    signal.signal(signal.SIGTERM, _on_signal)
-    result, error = None, None
-    try:
-        result = join_parts(parts, output, audio_from=audio_from, audio=not no_audio, overwrite=force, report=report)
-    except BaseException as exc:  # noqa: BLE001 - mapped to an exit code below
-        error = exc
-    if as_json:
-        payload = result.to_json() if result else {"output": str(output), "frames": 0}
-        if error is not None:
-            payload["error"] = _describe(error)
-        click.echo(json.dumps(payload))
-    elif result and not quiet:
-        _say(f"Wrote {result.output} ({result.frames} frames {result.first}-{result.last} from "
-             f"{len(result.parts)} part{'s' if len(result.parts) != 1 else ''}, audio: {result.audio})")
-    if error is not None:
-        _exit_for(error, quiet=as_json)
-
+from ..errors import BgvidError
+from .common import Interrupted, Progress, describe, exit_for, on_signal, say
 
 FARM_EPILOG = """\b
 Examples:
@@ -146,15 +88,15 @@ def farm(inputs, chunk_size, address, num_cpus, cpus_per_chunk, gpus_per_chunk, 
     Exit status: 0 every shot done, 1 a shot failed (the others still finish), 2 bad usage or
     input, 130/143 interrupted (rerun to resume).
     """
-    from ._farm import DEFAULT_RETRIES, load_job, make_shots, run_farm
+    from ..apps.farm import DEFAULT_RETRIES, load_job, make_shots, run_farm
 
-    report = (lambda m: None) if quiet else _say
+    report = (lambda m: None) if quiet else say
     progress = Progress("none" if quiet and progress_mode == "auto" else progress_mode)
     received = []
 
     def on_sigterm(signum, frame):  # Ray may re-raise it as a plain KeyboardInterrupt: remember which
         received.append(signum)
-        _on_signal(signum, frame)
+        on_signal(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     options = {k: v for k, v in {
@@ -177,11 +119,11 @@ def farm(inputs, chunk_size, address, num_cpus, cpus_per_chunk, gpus_per_chunk, 
             job_file = jobs[0]
             shots, settings = load_job(job_file, options=options)
             if output_dir or fmt:
-                _say("bgvid: --output-dir/--format apply to videos given on the command line; the job file sets "
+                say("bgvid: --output-dir/--format apply to videos given on the command line; the job file sets "
                      "its own (output_dir, format)")
         else:
             shots = make_shots(inputs, options=options, output_dir=output_dir, fmt=fmt or "mov")
-        from ._farm import default_manifest
+        from ..apps.farm import default_manifest
 
         made = Path(settings["output_dir"]) if job_file is not None and "output_dir" in settings else output_dir
         if made is not None:
@@ -198,24 +140,24 @@ def farm(inputs, chunk_size, address, num_cpus, cpus_per_chunk, gpus_per_chunk, 
         progress(sum(s.frames for s in result.shots), sum(s.frames for s in result.shots), final=True)
     except BaseException as exc:  # noqa: BLE001 - mapped to an exit code below
         error = exc
-        if isinstance(exc, KeyboardInterrupt) and received and not isinstance(exc, _Interrupted):
-            error = _Interrupted(received[0])
+        if isinstance(exc, KeyboardInterrupt) and received and not isinstance(exc, Interrupted):
+            error = Interrupted(received[0])
     if as_json:
         payload = result.to_json() if result else {"shots": []}
         if error is not None:
-            payload["error"] = _describe(error)
+            payload["error"] = describe(error)
         click.echo(json.dumps(payload))
     elif result and not quiet:
         for s in result.shots:
             extra = f" ({s.rendered} rendered, {s.reused} reused)" if s.status == "done" else ""
-            _say(f"  {s.status:<10} {s.output}{extra}" + (f": {s.error}" if s.error else ""))
-        _say(f"{len(result.shots) - len(result.failed)} of {len(result.shots)} shots done in {result.seconds:.1f}s; "
+            say(f"  {s.status:<10} {s.output}{extra}" + (f": {s.error}" if s.error else ""))
+        say(f"{len(result.shots) - len(result.failed)} of {len(result.shots)} shots done in {result.seconds:.1f}s; "
              f"manifest {result.manifest}")
     if error is not None:
         if isinstance(error, KeyboardInterrupt) and not quiet:
-            _say("bgvid: the manifest keeps the finished chunks; run the same command again to resume")
-        _exit_for(error, quiet=as_json)
+            say("bgvid: the manifest keeps the finished chunks; run the same command again to resume")
+        exit_for(error, quiet=as_json)
     if result and result.failed:
-        _say(f"bgvid: error: {len(result.failed)} shot(s) failed: "
+        say(f"bgvid: error: {len(result.failed)} shot(s) failed: "
              + "; ".join(f"{s.input}: {s.error}" for s in result.failed))
         raise SystemExit(1)

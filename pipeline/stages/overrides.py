@@ -76,9 +76,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ._errors import InputError
-from ._types import FrameBatch
-from .kernels import get_array_module
+from ..errors import InputError
+from ..frames import FrameBatch
+from ..kernels import get_array_module
 
 __all__ = ["OverrideStage", "Overrides", "rasterize_stroke"]
 
@@ -167,7 +167,7 @@ def _stroke_box(points: np.ndarray, radius: float, softness: float, width: int,
     if x0 >= x1 or y0 >= y1:
         return None
     d2 = np.full((y1 - y0, x1 - x0), np.inf, dtype=np.float32)
-    segments = [(points[0], points[0])] if len(points) == 1 else zip(points[:-1], points[1:])
+    segments = [(points[0], points[0])] if len(points) == 1 else zip(points[:-1], points[1:], strict=False)
     for a, b in segments:
         sx0, sx1 = _span(min(a[0], b[0]), max(a[0], b[0]), radius, width)
         sy0, sy1 = _span(min(a[1], b[1]), max(a[1], b[1]), radius, height)
@@ -561,7 +561,7 @@ class Overrides:
     def ranges(self) -> list[tuple[int, int]]:
         """Frames touched, as sorted, merged, inclusive (first, last) ranges."""
         merged: list[list[int]] = []
-        for first, last in sorted(zip(self._first.tolist(), self._last.tolist())):
+        for first, last in sorted(zip(self._first.tolist(), self._last.tolist(), strict=False)):
             if merged and first <= merged[-1][1] + 1:
                 merged[-1][1] = max(merged[-1][1], last)
             else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._errors import ModelError
+from ...errors import ModelError
 
 if TYPE_CHECKING:
     import onnx
@@ -145,9 +145,9 @@ def _resizes_to_scales(model) -> None:
         src, dst = shapes.get(node.input[0]), shapes.get(node.output[0])
         if src is None or dst is None or len(src) != 4 or len(dst) != 4:
             raise ModelError(f"ISNet: no static shape around Resize {node.name!r}")
-        if src[:2] != dst[:2] or any(d % s for s, d in zip(src[2:], dst[2:])):
+        if src[:2] != dst[:2] or any(d % s for s, d in zip(src[2:], dst[2:], strict=False)):
             raise ModelError(f"ISNet: Resize {node.name!r} is not a whole-factor upsample: {src} -> {dst}")
-        scales = np.array([1, 1] + [d / s for s, d in zip(src[2:], dst[2:])], dtype=np.float32)
+        scales = np.array([1, 1] + [d / s for s, d in zip(src[2:], dst[2:], strict=False)], dtype=np.float32)
         name = f"{node.output[0]}_scales"
         model.graph.initializer.append(numpy_helper.from_array(scales, name))
         node.input[:] = [node.input[0], node.input[1], name]

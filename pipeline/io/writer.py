@@ -57,9 +57,9 @@ from typing import Literal, Optional, Union
 import av
 import numpy as np
 
-from ._errors import BgvidError, InputError
-from ._types import ColorInfo, FrameBatch, VideoInfo
-from ._video_in import is_pattern, sws_colorspace
+from ..errors import BgvidError, InputError
+from ..frames import ColorInfo, FrameBatch, VideoInfo
+from .reader import is_pattern, sws_colorspace
 
 OutputKind = Literal["prores", "webm", "png", "mp4"]
 PathLike = Union[str, os.PathLike]

@@ -13,7 +13,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from ._errors import InputError, ModelError
+from ..errors import InputError, ModelError
 
 Layout = Literal["NCHW", "NHWC"]
 LAYOUTS = ("NCHW", "NHWC")

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import _cache
-from ._catalog import load_catalogue, get_model
+from . import cache as _cache
+from .catalog import get_model, load_catalogue
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ dropped. Nothing queues up, so the loop can never fall further behind the camera
 is `bgvid run`'s own stages (SegmentStage, SmoothStage, UpsampleStage, FinishStage,
 CompositeStage), pushed one frame at a time in this thread: no second implementation.
 
-    >>> from bgvid._cam import LiveSession, open_source, open_sink
+    >>> from bgvid.apps.cam import LiveSession, open_source, open_sink
     >>> src = open_source("clip.mp4", loop=True)
     >>> sink = open_sink("udp://127.0.0.1:5000", src.width, src.height, src.fps)
     >>> stats = LiveSession(src, sink, background="blur").run(duration=10)
@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ._errors import BgvidError, InputError
+from ..errors import BgvidError, InputError
 
 Report = Callable[[str], None]
 DEFAULT_MODEL = "selfie-landscape"
@@ -627,9 +627,9 @@ class LiveSession:
                  model: str = DEFAULT_MODEL, segmenter=None, every: int = 1, smooth: Optional[float] = 0.5,
                  refine: str = "none", choke: float = 0.0, feather: float = 0.0, threads: int = LIVE_THREADS,
                  provider: str = "cpu", threaded_sink: bool = True, report: Optional[Report] = None):
-        from ._background import open_background
-        from ._segment import Segmenter
-        from ._stages import CompositeStage, FinishStage, SegmentStage, SmoothStage, UpsampleStage
+        from ..io.background import open_background
+        from ..models.segmenter import Segmenter
+        from ..stages.stages import CompositeStage, FinishStage, SegmentStage, SmoothStage, UpsampleStage
 
         if every < 1:
             raise InputError(f"--every must be at least 1, got {every}")
@@ -696,7 +696,7 @@ class LiveSession:
     def _to_rgb(self, frame) -> np.ndarray:
         """Decoded frame -> [H, W, 3] uint8 at the session's size, with `bgvid run`'s colour rules
         (the frame's matrix and range; untagged: BT.709 from 720 lines up, BT.601 below)."""
-        from ._video_in import _frame_color, _to_rgb
+        from ..io.reader import _frame_color, _to_rgb
 
         if self._color is None:
             self._color = _frame_color(frame)
@@ -704,7 +704,7 @@ class LiveSession:
 
     def process(self, rgb: np.ndarray, index: int, *, timings: Optional[dict] = None) -> np.ndarray:
         """One frame [H,W,3] uint8 -> the composite [H,W,3] uint8, through the stages."""
-        from ._types import FrameBatch
+        from ..frames import FrameBatch
 
         batch = FrameBatch(rgb=rgb[None], frame_index=np.array([index], np.int64), pts=None,
                            time_base=Fraction(1, 1))

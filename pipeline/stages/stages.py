@@ -14,8 +14,8 @@ from typing import Iterable, Iterator, Optional, Protocol
 
 import numpy as np
 
-from ._types import FrameBatch
-from .kernels import DEFAULT_STRENGTH, SmoothState, composite, guided_upsample, resize_batch, smooth_mattes
+from ..frames import FrameBatch
+from ..kernels import DEFAULT_STRENGTH, SmoothState, composite, guided_upsample, resize_batch, smooth_mattes
 
 
 class Stage(Protocol):
@@ -87,7 +87,7 @@ class FinishStage:
     def push(self, batch):
         if batch is None:
             return []
-        from .kernels import choke_feather
+        from ..kernels import choke_feather
 
         batch.alpha = choke_feather(batch.alpha, choke=self.choke, feather=self.feather)
         return [batch]
@@ -151,7 +151,7 @@ class DecontaminateStage:
             estimate = np.rint(batch.foreground * top).astype(batch.rgb.dtype)
             batch.rgb = np.where(soft[..., None], estimate, batch.rgb)
         else:
-            from .kernels import decontaminate
+            from ..kernels import decontaminate
 
             if self._pool is None and self.workers > 1 and len(batch) > 1:
                 from concurrent.futures import ThreadPoolExecutor

@@ -11,10 +11,19 @@ from typing import Callable, Iterator, Literal, Optional, Union
 
 import numpy as np
 
-from ._errors import InputError
-from ._segment import PROVIDERS, Segmenter, available_providers
-from ._stages import CompositeStage, DecontaminateStage, FinishStage, Pipeline, SegmentStage, SmoothStage, TrimStage, UpsampleStage
-from .kernels import DEFAULT_STRENGTH, warmup_frames
+from ..errors import InputError
+from ..kernels import DEFAULT_STRENGTH, warmup_frames
+from ..models.segmenter import PROVIDERS, Segmenter, available_providers
+from ..stages.stages import (
+    CompositeStage,
+    DecontaminateStage,
+    FinishStage,
+    Pipeline,
+    SegmentStage,
+    SmoothStage,
+    TrimStage,
+    UpsampleStage,
+)
 
 PathLike = Union[str, os.PathLike]
 Report = Callable[[str], None]
@@ -138,7 +147,7 @@ def _open(src, *, model, model_spec, device, provider, frames, batch_size, threa
     """Model, reader and stages for one run. With smoothing and a range that starts mid-video, the
     reader starts `warmup_frames(smooth)` frames early and a TrimStage drops them after they primed
     the smoother, so the chunk matches a full run (the render-farm contract)."""
-    from ._video_in import VideoReader
+    from ..io.reader import VideoReader
 
     choice = resolve_device(device, provider)
     report(f"Device: {choice.reason}")
@@ -174,7 +183,7 @@ def _open(src, *, model, model_spec, device, provider, frames, batch_size, threa
             raise InputError(f"--feather must be >= 0 pixels, got {feather}")
         stages.append(FinishStage(choke, feather))
     if overrides is not None:
-        from ._overrides import OverrideStage, Overrides
+        from ..stages.overrides import Overrides, OverrideStage
 
         info = reader.info
         stages.append(OverrideStage(Overrides.load(overrides, width=info.width, height=info.height)))
@@ -221,9 +230,9 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
     total) is called after every written batch. Raises InputError for bad input or options
     (exit 2 in the CLI), BgvidError for other failures. The output appears under its final name only
     when complete."""
-    from ._background import open_background
-    from ._video_in import probe
-    from ._video_out import VideoWriter, output_kind
+    from ..io.background import open_background
+    from ..io.reader import probe
+    from ..io.writer import VideoWriter, output_kind
 
     report = report or (lambda m: None)
     started = time.perf_counter()
@@ -298,7 +307,7 @@ def picture_options(segmenter: Segmenter, *, matte, background, refine, smooth, 
                     decontaminate, choke, feather) -> dict:
     """The options that shape the output picture, resolved (smooth "auto" -> its value), as recorded in
     a render-farm part: parts rendered with different ones do not join."""
-    from ._join import model_sha256
+    from ..io.join import model_sha256
 
     if smooth == "auto":
         smooth = None if segmenter.recurrent else DEFAULT_STRENGTH
@@ -314,7 +323,7 @@ def picture_options(segmenter: Segmenter, *, matte, background, refine, smooth, 
 def _part_tags(src_path: Path, info, rng, segmenter: Segmenter, **options) -> dict:
     import json
 
-    from ._join import PART_TAG, part_record
+    from ..io.join import PART_TAG, part_record
 
     record = part_record(src_path, frames=rng or (0, None), frame_count=info.frame_count,
                          options=picture_options(segmenter, **options))

@@ -1,9 +1,9 @@
 """`bgvid edit`: the correction brush in the browser, for video.
 
-A small local web server (stdlib `http.server`) serves one page (pipeline/static/) on which a person
+A small local web server (stdlib `http.server`) serves one page (pipeline/apps/static/) on which a person
 scrubs through the video, sees the model's matte as an overlay or a cut-out, and paints `restore` /
 `remove` strokes over ranges of frames. Strokes are vectors in the `overrides.json` format of
-`bgvid._overrides`, so `bgvid run --overrides PATH` renders exactly what was painted.
+`bgvid.stages.overrides`, so `bgvid run --overrides PATH` renders exactly what was painted.
 
 What runs where
     * Frames: decoded on demand with PyAV (FrameSource): the demuxer's packet timestamps give the
@@ -13,7 +13,7 @@ What runs where
       (0-based, presentation order). Decoded frames sit in a small LRU bounded in bytes.
     * Mattes (MatteSource): the same Segmenter, temporal smoothing (with the same pre-roll as a
       `--frames` chunk) and upsampling as `bgvid run`; then PNG override layers of an overrides
-      folder. JSON strokes are applied in the page (pipeline/static/edit.js reproduces
+      folder. JSON strokes are applied in the page (pipeline/apps/static/edit.js reproduces
       `_overrides.rasterize_stroke` exactly; tests/test_edit.py checks both agree) so painting is
       immediate; saving validates the strokes with `_overrides.Overrides.load` before the rename.
     * Server (EditorServer): bound to 127.0.0.1 only; every URL starts with a random token
@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import av
 import numpy as np
 
-from ._errors import BgvidError, InputError
+from ..errors import BgvidError, InputError
 
 __all__ = ["EditorServer", "FrameError", "FrameSource", "MatteSource", "StrokeFile", "default_overrides_path"]
 
@@ -63,7 +63,7 @@ def run_default(option: str):
     `bgvid run` when nothing is given."""
     import inspect
 
-    from ._run import remove_background
+    from .run import remove_background
 
     return inspect.signature(remove_background).parameters[option].default
 
@@ -115,7 +115,7 @@ class FrameSource:
     that is not a video at all. Thread-safe (one lock around the decoder)."""
 
     def __init__(self, path, *, cache_bytes: int = 192 << 20):
-        from ._video_in import is_pattern, list_sequence, probe
+        from ..io.reader import is_pattern, list_sequence, probe
 
         self.info = probe(path)
         self.path = self.info.path
@@ -137,7 +137,7 @@ class FrameSource:
             self._open_index()
 
     def _open_index(self) -> None:
-        from ._video_in import _open_container
+        from ..io.reader import _open_container
 
         self._container = _open_container(self.path)
         streams = [s for s in self._container.streams.video
@@ -197,7 +197,7 @@ class FrameSource:
             return out
 
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
-        from ._video_in import _frame_color, _rotate, _to_rgb
+        from ..io.reader import _frame_color, _rotate, _to_rgb
 
         info = self.info
         coded = (info.height, info.width) if info.rotation in (90, -90) else (info.width, info.height)
@@ -209,7 +209,7 @@ class FrameSource:
         return np.ascontiguousarray(_rotate(rgb, info.rotation))
 
     def _decode(self, first: int, last: int) -> None:
-        from ._video_in import _decode_image
+        from ..io.reader import _decode_image
 
         if self._files is not None or self.info.is_image:
             for i in range(first, last + 1):
@@ -317,8 +317,8 @@ class MatteSource:
 
     def __init__(self, frames: FrameSource, segmenter, *, smooth: Optional[float], refine: Optional[str] = None,
                  choke: float = 0.0, feather: float = 0.0, png_layers=None, cache_bytes: int = 128 << 20):
-        from ._run import RECURRENT_PREROLL
-        from .kernels import warmup_frames
+        from ..kernels import warmup_frames
+        from .run import RECURRENT_PREROLL
 
         self.frames = frames
         self.segmenter = segmenter
@@ -367,8 +367,8 @@ class MatteSource:
 
     def _finish(self, n, first, rgb, seg_state, smooth_state) -> np.ndarray:
         """Frames first..n -> the matte of n, through `bgvid run`'s own stage objects."""
-        from ._stages import SmoothStage, UpsampleStage
-        from ._types import FrameBatch
+        from ..frames import FrameBatch
+        from ..stages.stages import SmoothStage, UpsampleStage
 
         low, seg_state = self._segment(rgb, list(range(first, n + 1)), seg_state)
         batch = FrameBatch(rgb=rgb, frame_index=np.arange(first, n + 1, dtype=np.int64), pts=None,
@@ -382,7 +382,7 @@ class MatteSource:
                           alpha=batch.alpha[-1:])
         (last,) = UpsampleStage(self.refine).push(last)
         if self.choke or self.feather:
-            from ._stages import FinishStage
+            from ..stages.stages import FinishStage
 
             (last,) = FinishStage(self.choke, self.feather).push(last)
         alpha = last.alpha[0]
@@ -400,7 +400,7 @@ class MatteSource:
         need = [k for k, i in enumerate(indices) if self._low.get(i) is None]
         if need:
             alpha, _ = seg.segment(rgb[need], None, size="model")
-            for k, a in zip(need, alpha):
+            for k, a in zip(need, alpha, strict=False):
                 self._low.put(indices[k], np.ascontiguousarray(a))
         return np.stack([self._low.get(i) for i in indices]), None
 
@@ -412,7 +412,7 @@ class MatteSource:
 def default_overrides_path(src) -> Path:
     """clip.mp4 -> clip_overrides.json beside it; a folder of frames or a frames/%05d.png pattern
     -> frames_overrides.json beside the folder."""
-    from ._video_in import is_pattern
+    from ..io.reader import is_pattern
 
     src = Path(src)
     if is_pattern(src):
@@ -447,7 +447,7 @@ class StrokeFile:
         """The folder's PNG layers as an Overrides object (None without a folder or PNGs)."""
         if self.folder is None:
             return None
-        from ._overrides import Overrides, _PngLayer
+        from ..stages.overrides import Overrides, _PngLayer
 
         loaded = Overrides.load(self.folder, width=self.width, height=self.height)
         layers = [layer for layer in loaded._layers if isinstance(layer, _PngLayer)]
@@ -455,7 +455,7 @@ class StrokeFile:
 
     def load(self) -> list:
         """The strokes as JSON objects (validated; [] when the file does not exist yet)."""
-        from ._overrides import Overrides
+        from ..stages.overrides import Overrides
 
         if not self.path.exists():
             return []
@@ -465,7 +465,7 @@ class StrokeFile:
     def save(self, strokes) -> int:
         """Validate and write atomically; returns the number of strokes. InputError for strokes
         `bgvid run` would refuse (the file is left as it was)."""
-        from ._overrides import Overrides
+        from ..stages.overrides import Overrides
 
         if not isinstance(strokes, list):
             raise InputError("expected a JSON list of strokes")
@@ -661,7 +661,7 @@ class EditorServer:
     def __init__(self, src, *, overrides=None, model: Optional[str] = None, device: str = "auto",
                  provider: Optional[str] = None, refine: Optional[str] = None, smooth="auto", choke: float = 0.0,
                  feather: float = 0.0, port: int = 0, report: Optional[Report] = None, token: Optional[str] = None):
-        from ._run import REFINES
+        from .run import REFINES
 
         self.report = report or (lambda m: None)
         refine = refine or run_default("refine")
@@ -683,9 +683,9 @@ class EditorServer:
         self._static: dict[str, bytes] = {}
 
     def _setup(self, overrides, model, device, provider, refine, smooth, port, token) -> None:
-        from ._run import default_model, resolve_device
-        from ._segment import Segmenter
-        from .kernels import DEFAULT_STRENGTH
+        from ..kernels import DEFAULT_STRENGTH
+        from ..models.segmenter import Segmenter
+        from .run import default_model, resolve_device
 
         info = self.frames.info
         if self.frames.count < 1:
@@ -721,7 +721,7 @@ class EditorServer:
     # -- content ---------------------------------------------------------------------------------
     def static(self, name: str) -> bytes:
         if name not in self._static:
-            self._static[name] = resources.files("bgvid").joinpath("static", name).read_bytes()
+            self._static[name] = resources.files("bgvid.apps").joinpath("static", name).read_bytes()
         return self._static[name]
 
     def describe(self) -> dict:
@@ -732,7 +732,7 @@ class EditorServer:
         if self.options["refine"] != run_default("refine"):
             run += f" --refine {self.options['refine']}"
         run += self._smooth_flag
-        for flag, value in zip(("--choke", "--feather"), self._choke_feather):
+        for flag, value in zip(("--choke", "--feather"), self._choke_feather, strict=False):
             if value:
                 run += f" {flag} {value:g}"
         return {"name": self.src.name, "width": info.width, "height": info.height, "frames": self.frames.count,

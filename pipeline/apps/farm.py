@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from ._errors import BgvidError, InputError
+from ..errors import BgvidError, InputError
 
 PathLike = Union[str, os.PathLike]
 Report = Callable[[str], None]
@@ -78,9 +78,9 @@ def default_chunk_size(model: Optional[str], smooth="auto") -> int:
     """Frames per chunk: 8x the pre-roll a chunk renders before its first frame (so the pre-roll costs
     at most 1/8 more), at least 100. smooth: "auto" (the model's default), a strength, or None (off).
     rvm: 256 (32-frame recurrent pre-roll); selfie/isnet: 8x the smoothing warm-up."""
-    from ._catalog import get_model
-    from ._run import RECURRENT_PREROLL
-    from .kernels import DEFAULT_STRENGTH, warmup_frames
+    from ..kernels import DEFAULT_STRENGTH, warmup_frames
+    from ..models.catalog import get_model
+    from .run import RECURRENT_PREROLL
 
     recurrent = False
     try:
@@ -239,8 +239,8 @@ def _fault_hook(fault_dir: Optional[str], src: str, rng: tuple[int, int]) -> Non
 def render_chunk(src: str, part: str, rng: tuple[int, int], options: dict, fault_dir: Optional[str] = None) -> dict:
     """One chunk: frames rng of src into part (atomically). Runs inside a Ray task; also callable
     directly. Appends one line per attempt to PART.attempts (the farm's attempt count)."""
-    from ._join import file_sha256
-    from ._run import remove_background
+    from ..io.join import file_sha256
+    from .run import remove_background
 
     with open(part + ".attempts", "a") as f:
         f.write(json.dumps({"node": socket.gethostname(), "pid": os.getpid(), "at": time.time()}) + "\n")
@@ -321,7 +321,7 @@ def _absolute(shot: Shot) -> Shot:
 
 def _tree_sha256(path: Path) -> str:
     """SHA-256 over a file, or over a folder's file names and contents (override corrections)."""
-    from ._join import file_sha256
+    from ..io.join import file_sha256
 
     if path.is_file():
         return file_sha256(path)
@@ -331,15 +331,15 @@ def _tree_sha256(path: Path) -> str:
 
 
 def _count_frames(path: str) -> int:
-    from ._join import _count_video_packets
+    from ..io.join import _count_video_packets
 
     return _count_video_packets(path)
 
 
 def _resolve_model(options: dict, report: Report) -> tuple[str, str]:
     """(model name, model file SHA-256); pulls a catalogue model on this node if needed."""
-    from ._join import model_sha256
-    from ._segment import resolve_model
+    from ..io.join import model_sha256
+    from ..models.segmenter import resolve_model
 
     name = options.get("model") or "rvm"
     spec = Path(options["model_spec"]) if options.get("model_spec") else None
@@ -348,12 +348,11 @@ def _resolve_model(options: dict, report: Report) -> tuple[str, str]:
 
 
 def _plan_shot(shot: Shot, manifest: dict, chunk_size: Optional[int], overwrite: bool, report: Report) -> _Plan:
-    from . import __version__
-    from ._join import file_sha256
-    from ._video_in import probe
-    from ._video_out import output_kind
-
-    from ._run import _check_quality_options
+    from .. import __version__
+    from ..io.join import file_sha256
+    from ..io.reader import probe
+    from ..io.writer import output_kind
+    from .run import _check_quality_options
 
     src = shot.input
     _check_quality_options(shot.options.get("refine", "none"), shot.options.get("smooth", "auto"))
@@ -377,7 +376,7 @@ def _plan_shot(shot: Shot, manifest: dict, chunk_size: Optional[int], overwrite:
         report(f"{src.name}: hashing the input")
         input_sha = file_sha256(src)
     else:
-        from ._join import source_identity
+        from ..io.join import source_identity
 
         input_sha = source_identity(src)["fingerprint"]
     model, model_sha = _resolve_model(shot.options, report)
@@ -642,7 +641,7 @@ def run_farm(shots: Sequence[Shot], *, chunk_size: Optional[int] = None, address
 
 def _finish_shot(p: _Plan, man_path: Path, data: dict, keep_parts: bool, report: Report) -> None:
     """Join a shot whose chunks are all done; a join failure fails the shot, not the job."""
-    from ._join import join_parts
+    from ..io.join import join_parts
 
     parts = [str(p.parts_dir / f"part_{a:06d}-{b:06d}.{p.ext}") for a, b in p.ranges]
     audio = p.shot.options.get("audio", True)

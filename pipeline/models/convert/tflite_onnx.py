@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._errors import ModelError
+from ...errors import ModelError
 
 if TYPE_CHECKING:
     import onnx
@@ -149,7 +149,7 @@ class _Converter:
     def same_pads(in_hw, k_hw, strides, dilations) -> list[int]:
         """TFLite SAME: out = ceil(in / stride); the odd pixel of padding goes after (bottom/right)."""
         before, after = [], []
-        for n, k, s, d in zip(in_hw, k_hw, strides, dilations):
+        for n, k, s, d in zip(in_hw, k_hw, strides, dilations, strict=False):
             total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
             before.append(total // 2)
             after.append(total - total // 2)
@@ -183,7 +183,7 @@ class _Converter:
             raise ModelError(f"Convolution2DTransposeBias with unknown padding {padding}")
         w = self.weight(ins[1]).transpose(3, 0, 1, 2)  # OHWI -> IOHW; no spatial flip needed
         pads, extra = [0, 0, 0, 0], [0, 0]
-        for i, (n, s, k) in enumerate(zip(self.shape(ins[0])[1:3], (stride_h, stride_w), w.shape[2:])):
+        for i, (n, s, k) in enumerate(zip(self.shape(ins[0])[1:3], (stride_h, stride_w), w.shape[2:], strict=False)):
             want = n * s if padding == 1 else (n - 1) * s + k
             total = (n - 1) * s + k - want  # > 0: crop that much (pads), < 0: grow (output_padding)
             crop = max(total, 0)

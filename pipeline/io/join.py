@@ -39,7 +39,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from ._errors import BgvidError, InputError
+from ..errors import BgvidError, InputError
 
 PathLike = Union[str, os.PathLike]
 Report = Callable[[str], None]
@@ -83,7 +83,7 @@ def source_identity(path: PathLike) -> dict:
     over the size and 16 blocks of 64 KiB spread over the file (constant cost on a 100 GB shot; any
     re-encode or edit changes it). A folder / %d pattern of images: over the file names and sizes
     and the first and last image."""
-    from ._video_in import is_pattern, list_sequence
+    from .reader import is_pattern, list_sequence
 
     p = os.fspath(path)
     if os.path.isdir(p) or is_pattern(p):
@@ -124,7 +124,7 @@ def part_record(src: PathLike, *, frames: tuple[int, Optional[int]], frame_count
                 options: dict) -> dict:
     """The record `bgvid run` writes into a .mov/.webm: source identity, inclusive input frame range
     (end None only when neither the range nor the container says where the input ends), options."""
-    from . import __version__
+    from .. import __version__
 
     start, end = int(frames[0]), frames[1]
     if end is None and frame_count:
@@ -229,7 +229,7 @@ def order_parts(parts: Sequence[Part]) -> list[Part]:
             raise InputError(f"{q.path} is {q.width}x{q.height} {q.pix_fmt} but {first.path} is "
                              f"{first.width}x{first.height} {first.pix_fmt}")
     ordered = sorted(parts, key=lambda q: (q.start, q.end if q.end is not None else math.inf))
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in zip(ordered, ordered[1:], strict=False):
         if a.end is None or b.start <= a.end:
             top = "end" if a.end is None or (b.end is not None and b.end < a.end) else a.end
             last = b.end if b.end is not None and (a.end is None or b.end < a.end) else top
@@ -264,7 +264,7 @@ def _video_stream(out, ivs, kind: str, *, matte: bool):
     stream copied from a template would lose the frame rate (the .mov muxer then writes no timecode
     track; Matroska no DefaultDuration), the ProRes 4444 tag (ap4h) and Matroska's AlphaMode flag
     (without it browsers ignore VP9 alpha)."""
-    from ._video_out import PRORES_CODEC, PRORES_MATTE_OPTIONS, PRORES_OPTIONS, VP9_OPTIONS
+    from .writer import PRORES_CODEC, PRORES_MATTE_OPTIONS, PRORES_OPTIONS, VP9_OPTIONS
 
     icc = ivs.codec_context
     rate = ivs.average_rate or ivs.guessed_rate or ivs.base_rate or 25
@@ -301,7 +301,7 @@ def _temp_name(target: str) -> str:
 
 
 def _check_output(dst: str, kind: str, overwrite: bool, parts: Sequence[Part]) -> None:
-    from ._video_out import output_kind
+    from .writer import output_kind
 
     want = output_kind(dst)
     if want == "png":
@@ -333,8 +333,8 @@ def join_parts(parts: Sequence[PathLike], dst: PathLike, *, audio_from: Optional
     that do not belong together (naming the files), BgvidError for other failures."""
     import av
 
-    from ._video_in import probe
-    from ._video_out import _Audio, _disk_full
+    from .reader import probe
+    from .writer import _Audio, _disk_full
 
     report = report or (lambda m: None)
     started = time.perf_counter()

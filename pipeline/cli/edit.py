@@ -1,4 +1,4 @@
-"""`bgvid edit`: the correction brush in the browser (see bgvid._edit)."""
+"""`bgvid edit`: the correction brush in the browser (see bgvid.apps.edit)."""
 
 from __future__ import annotations
 
@@ -59,19 +59,19 @@ def edit(input: Path, overrides: Optional[Path], model, refine, smooth, no_smoot
     leaves the previous file; exit status 0. Bad input or options: exit 2 with one line naming
     the file.
     """
-    from ._cli import _exit_for, _say
-    from ._edit import EditorServer
-    from ._errors import BgvidError
+    from ..apps.edit import EditorServer
+    from ..errors import BgvidError
+    from .common import exit_for, say
 
     smooth_value = None if no_smooth or smooth == 0 else ("auto" if smooth is None else smooth)
     try:
         editor = EditorServer(input, overrides=overrides, model=model, device=device, refine=refine,
-                              smooth=smooth_value, choke=choke, feather=feather, port=port, report=_say)
+                              smooth=smooth_value, choke=choke, feather=feather, port=port, report=say)
     except BgvidError as exc:
-        _exit_for(exc)
+        exit_for(exc)
         return
     except KeyboardInterrupt:
-        _say("bgvid: interrupted")
+        say("bgvid: interrupted")
         raise SystemExit(130)
 
     def stop(signum, frame):  # SIGTERM stops the server like Ctrl-C
@@ -79,9 +79,9 @@ def edit(input: Path, overrides: Optional[Path], model, refine, smooth, no_smoot
 
     previous = signal.signal(signal.SIGTERM, stop)
     count = len(editor.strokes.load())
-    _say(f"Editing {input} ({editor.frames.count} frames, model {editor.model}); strokes: {editor.strokes.path}"
+    say(f"Editing {input} ({editor.frames.count} frames, model {editor.model}); strokes: {editor.strokes.path}"
          + (f" ({count} so far)" if count else ""))
-    _say("Open this URL in a browser on this machine (Ctrl-C stops the editor):")
+    say("Open this URL in a browser on this machine (Ctrl-C stops the editor):")
     click.echo(editor.url)
     if not no_browser:
         try:
@@ -102,7 +102,7 @@ def edit(input: Path, overrides: Optional[Path], model, refine, smooth, no_smoot
         signal.signal(signal.SIGTERM, previous)
     try:
         saved = len(editor.strokes.load())
-        _say(f"Stopped. {editor.strokes.path} holds {saved} stroke{'s' if saved != 1 else ''}; render with:\n"
+        say(f"Stopped. {editor.strokes.path} holds {saved} stroke{'s' if saved != 1 else ''}; render with:\n"
              f"  {editor.describe()['run']}" if editor.strokes.path.exists() else "Stopped. Nothing was saved.")
     except BgvidError:
-        _say("Stopped.")
+        say("Stopped.")

@@ -7,8 +7,8 @@ from typing import Optional
 
 import numpy as np
 
-from ._errors import InputError
-from .kernels import blur_frames, resize_batch
+from ..errors import InputError
+from ..kernels import blur_frames, resize_batch
 
 BACKGROUND_HELP = "#rrggbb, a CSS colour name, an image file, a video file (loops) or 'blur'"
 
@@ -88,7 +88,7 @@ class VideoBackground(Background):
     """Frames of another video, looping when it runs out."""
 
     def __init__(self, path: Path):
-        from ._video_in import probe
+        from .reader import probe
 
         probe(path)  # clear error now rather than mid-run
         self.path = path
@@ -96,7 +96,7 @@ class VideoBackground(Background):
         self._frames = self._iter_frames()
 
     def _iter_frames(self):
-        from ._video_in import VideoReader
+        from .reader import VideoReader
 
         while True:
             count = 0
@@ -124,7 +124,7 @@ class BlurBackground(Background):
 
 
 def open_background(spec: str) -> Background:
-    from ._video_in import IMAGE_EXTENSIONS
+    from .reader import IMAGE_EXTENSIONS
 
     if spec == "blur":
         return BlurBackground()

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import numpy as np
 
-from ._errors import ModelError
+from ...errors import ModelError
 
 if TYPE_CHECKING:
     import onnx
@@ -295,7 +295,7 @@ class _Converter:
         activation are laid out to broadcast against NCHW."""
         refs = [_ref(i) for i in node["input"] if not i.startswith("^")]
         consts = [self.const(r) for r in refs]
-        values = [None if c is not None else self.value(r) for r, c in zip(refs, consts)]
+        values = [None if c is not None else self.value(r) for r, c in zip(refs, consts, strict=False)]
         kinds = {v.kind for v in values if v is not None}
         if kinds - {"nchw", "plain"}:
             raise ModelError(f"TF.js: {node['op']} {self.short(node['name'])} on an unsupported value")
@@ -303,7 +303,7 @@ class _Converter:
             raise ModelError(f"TF.js: {node['op']} {self.short(node['name'])} mixes an activation and a shape value")
         kind = "nchw" if "nchw" in kinds else "plain"
         names = []
-        for r, c, v in zip(refs, consts, values):
+        for r, c, v in zip(refs, consts, values, strict=False):
             if v is not None:
                 names.append(v.name)
             elif kind == "nchw":
@@ -516,7 +516,7 @@ class _Converter:
                 raise ModelError(f"TF.js: cond {self.short(pred)} returns something else than 4-D activations")
             self.target = (pred, side)
             tag = "then" if side else "else"
-            outs = [self.node1("Identity", [v.name], f"{m}_{tag}") for m, v in zip(merges, values)]
+            outs = [self.node1("Identity", [v.name], f"{m}_{tag}") for m, v in zip(merges, values, strict=False)]
             nodes, _ = _prune(self.frames[self.target], outs)
             branches[side] = helper.make_graph(
                 nodes, f"{self.short(pred)}_{tag}", [],
@@ -527,7 +527,7 @@ class _Converter:
         cond = self.value(pred).name
         outs = self.node("If", [cond], f"{merges[0]}_if", n_out=len(merges),
                          then_branch=branches[1], else_branch=branches[0])
-        for m, out in zip(merges, outs):
+        for m, out in zip(merges, outs, strict=False):
             self.memo[m] = _Value(out, "nchw")
 
     def localise_small_inits(self, nodes: list, suffix: str) -> list:
@@ -566,7 +566,7 @@ class _Converter:
             raise ModelError(f"TF.js: StridedSlice with ellipsis/new-axis masks ({self.short(node['name'])})")
         bmask, emask, smask = (_attr(node, k, 0) for k in ("begin_mask", "end_mask", "shrink_axis_mask"))
         starts, ends, steps, squeeze = [], [], [], []
-        for i, (b, e, s) in enumerate(zip(begin.tolist(), end.tolist(), strides.tolist())):
+        for i, (b, e, s) in enumerate(zip(begin.tolist(), end.tolist(), strides.tolist(), strict=False)):
             if smask >> i & 1:
                 starts.append(b), ends.append(b + 1 if b != -1 else _INT_MAX), steps.append(1), squeeze.append(i)
                 continue
@@ -719,7 +719,7 @@ class _Converter:
             attrs["auto_pad"] = "SAME_UPPER"  # TF SAME: the odd pixel goes after; depends on H/W
         else:
             if padding == "SAME":  # stride 1: (k - 1) * d split, the odd pixel after
-                total = [(kk - 1) * d for kk, d in zip(k, dil)]
+                total = [(kk - 1) * d for kk, d in zip(k, dil, strict=False)]
                 pads = [t // 2 for t in total] + [t - t // 2 for t in total]
             elif padding == "VALID":
                 pads = [0, 0, 0, 0]
@@ -728,7 +728,7 @@ class _Converter:
             folded = self.pad_of(x_ref)
             if folded is not None:  # explicit ZeroPadding2D in front: fold into the conv
                 x_ref, extra = folded
-                pads = [a + b for a, b in zip(pads, extra)]
+                pads = [a + b for a, b in zip(pads, extra, strict=False)]
                 v = self.value(x_ref)
             attrs["pads"] = pads
         inputs = [v.name, self.init(name + "_W", w)]

@@ -193,7 +193,7 @@ def make_composite(foreground_rgba_path: Source, background: Source, *, frames: 
     rng = np.random.default_rng([seed, 0])
     poses = _foreground_poses(frames, h, w, fh, grounded, rng, motion)
     for (scale, cx, cy), bg in zip(poses, background_frames(background, frames=frames, size=(h, w),
-                                                             seed=seed, motion=motion)):
+                                                             seed=seed, motion=motion), strict=False):
         # foreground pixel (x, y) -> frame pixel, centres aligned ((n - 1) / 2 is the middle pixel)
         m = np.array([[scale, 0, cx - scale * (fw - 1) / 2], [0, scale, cy - scale * (fh - 1) / 2]])
         warped = cv2.warpAffine(premult, m, (w, h), flags=cv2.INTER_LINEAR,

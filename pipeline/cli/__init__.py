@@ -1,0 +1,1 @@
+"""The `bgvid` command line: one module per command, a thin layer over bgvid.apps."""
