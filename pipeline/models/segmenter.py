@@ -205,13 +205,17 @@ class Segmenter:
         x = self.preprocess(rgb)
         h, w = rgb.shape[1:3]
         ratio = auto_downsample_ratio(h, w) if self.downsample_ratio == "auto" else self.downsample_ratio
-        tensors = state.tensors if state is not None else tuple(np.zeros((1, 1, 1, c), np.float32) for c in rec.channels)
+        # A zero state at the start of a shot, broadcast by the model: [1,1,1,C] in NHWC graphs, [1,C,1,1] in
+        # NCHW ones (the official fp32 RVM refuses [1,1,1,C]: "invalid expand shape").
+        zero = (lambda c: (1, c, 1, 1)) if self.spec.layout == "NCHW" else (lambda c: (1, 1, 1, c))
+        tensors = state.tensors if state is not None else tuple(np.zeros(zero(c), np.float32) for c in rec.channels)
         names = [self.spec.output_name, *( [self.spec.foreground_output] if self.spec.foreground_output else []), *rec.states_out]
         mattes, foregrounds = [], []
         for i in range(x.shape[0]):  # frames of one video depend on each other: strictly in order
             feeds = {self.spec.input_name: x[i:i + 1], **dict(zip(rec.states_in, tensors, strict=False))}
             if rec.ratio_input:
-                feeds[rec.ratio_input] = np.asarray(ratio, dtype=np.float32)
+                # rank 1: the official fp32 RVM wants [1]; the converted one takes [] and [1] alike
+                feeds[rec.ratio_input] = np.full((1,), ratio, np.float32)
             outs = self.session.run(names, feeds)
             mattes.append(self._squeeze(outs[0]))
             if self.spec.foreground_output:
