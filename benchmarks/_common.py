@@ -237,7 +237,8 @@ def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     lines = []
     for j, c in enumerate(cells):
-        lines.append("  ".join(s.ljust(w) if i == 0 else s.rjust(w) for i, (s, w) in enumerate(zip(c, widths, strict=False))))
+        lines.append("  ".join(s.ljust(w) if i == 0 else s.rjust(w)
+                               for i, (s, w) in enumerate(zip(c, widths, strict=False))))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -79,7 +79,8 @@ def stage_profile(size: str, iterations: int) -> dict:
             loop = [sum(v[i] for k, v in samples.items() if not k.startswith("sink")) for i in range(iterations)]
             out[f"{kernel} {background}"] = {
                 "min_ms": {k: round(min(v), 2) for k, v in samples.items()} | {"loop (no sink)": round(min(loop), 2)},
-                "median_ms": {k: round(float(np.median(v)), 2) for k, v in samples.items()} | {"loop (no sink)": round(float(np.median(loop)), 2)},
+                "median_ms": {k: round(float(np.median(v)), 2) for k, v in samples.items()}
+                | {"loop (no sink)": round(float(np.median(loop)), 2)},
             }
     return out
 
@@ -143,13 +144,15 @@ def main() -> None:
         for k in row["stage_ms"]:
             if k not in stage_names:
                 stage_names.append(k)
-    head = f"{'configuration':<22}{'p50':>7}{'p99':>7}{'dlv99':>7}{'fps':>6}{'drop':>6}  " + "".join(f"{k[:9]:>10}" for k in stage_names)
+    head = (f"{'configuration':<22}{'p50':>7}{'p99':>7}{'dlv99':>7}{'fps':>6}{'drop':>6}  "
+            + "".join(f"{k[:9]:>10}" for k in stage_names))
     print(f"bgvid cam latency: {args.size} at {args.fps} fps, {args.seconds:g} s each, selfie-landscape, "
           f"ORT threads {args.threads}; ms (p50/p99: read -> handed to sink; dlv99: -> sink returned)")
     print(head)
     for row in rows:
         lat, dlv = row["latency_ms"], row["delivered_ms"]
-        print(f"{row['name']:<22}{lat['p50']:>7.1f}{lat['p99']:>7.1f}{dlv['p99']:>7.1f}{row['fps']:>6.1f}{row['dropped']:>6}  "
+        print(f"{row['name']:<22}{lat['p50']:>7.1f}{lat['p99']:>7.1f}{dlv['p99']:>7.1f}"
+              f"{row['fps']:>6.1f}{row['dropped']:>6}  "
               + "".join(f"{row['stage_ms'].get(k, 0.0):>10.2f}" for k in stage_names))
     if profile:
         names = list(next(iter(profile.values()))["min_ms"])
@@ -161,7 +164,8 @@ def main() -> None:
     result = {
         "command": "python benchmarks/cam_latency.py " + " ".join(sys.argv[1:]),
         "clip": "juggle.mp4", "size": args.size, "fps": args.fps, "seconds": args.seconds, "model": "selfie-landscape",
-        "threads": args.threads, "machine": machine(), "load_average_before": load_before, "load_average_after": load_after,
+        "threads": args.threads, "machine": machine(), "load_average_before": load_before,
+        "load_average_after": load_after,
         "note": "stage_ms: mean ms per frame in the processing loop (segment: per model run); the capture thread's "
                 "decoding runs beside it and is not in these columns",
         "runs": rows,

@@ -55,7 +55,8 @@ def main() -> None:
             fps = [r.fps for r in runs]
             rows.append({"case": label, "fps_median": float(np.median(fps)), "fps_min": min(fps), "fps_max": max(fps),
                          "frames": runs[0].frames, "stage_seconds": runs[-1].stage_seconds})
-        for encoder, label in (("bgvid", "naive loop, same ProRes encoder"), ("prores_ks", "naive loop, prores_ks default")):
+        for encoder, label in (("bgvid", "naive loop, same ProRes encoder"),
+                               ("prores_ks", "naive loop, prores_ks default")):
             count = frames[1] - frames[0] + 1
             naive = [naive_loop(args.clip, tmp / "naive.mov", args.model, count, encoder=encoder)["fps"]
                      for _ in range(args.repeat)]

@@ -121,7 +121,8 @@ def main() -> None:
             low = np.concatenate(lows)
             fg_pred = None if fgs[0] is None else np.concatenate(fgs)
             observed, cleaned = edge_foreground_mse(frames, np.stack(truth), np.stack([d[2] for d in data]),
-                                                    resize_batch(low, frames.shape[1:3], interpolation="bilinear"), fg_pred)
+                                                    resize_batch(low, frames.shape[1:3], interpolation="bilinear"),
+                                                    fg_pred)
             rows.append({"set": set_name, "model": model, "variant": "edge foreground MSE x1e3",
                          "observed": observed, "decontaminated": cleaned})
             print(f"{set_name:<13}{model:<8}edge foreground MSE x1e3: source colour {observed:.2f}, "

@@ -111,7 +111,8 @@ class RembgWorker:
 
 
 def rembg_env(home: Path) -> dict:
-    env = dict(os.environ, REMBG_HOME=str(home), HF_HUB_OFFLINE="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", ""))
+    env = dict(os.environ, REMBG_HOME=str(home), HF_HUB_OFFLINE="1",
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", ""))
     if not env["OMP_NUM_THREADS"]:
         del env["OMP_NUM_THREADS"]
     return env
@@ -280,12 +281,14 @@ def main() -> None:
         print(json.dumps(_child(json.loads(args.child))))
         return
     if not (args.venv / "bin" / "rembg").exists():
-        sys.exit(f"no rembg in {args.venv}: python3 -m venv {args.venv} && {args.venv}/bin/pip install 'rembg[cpu,cli]'")
+        sys.exit(f"no rembg in {args.venv}: python3 -m venv {args.venv} && "
+                 f"{args.venv}/bin/pip install 'rembg[cpu,cli]'")
     desc = machine(quiet=bool(args.quiet_machine))
     home = WORK / "rembg_home"
     model = prepare_home(home)
     version = subprocess.run([str(args.venv / "bin" / "python"), "-c", "import rembg, onnxruntime; "
-                              "print(rembg.__version__, onnxruntime.__version__)"], capture_output=True, text=True).stdout.split()
+                              "print(rembg.__version__, onnxruntime.__version__)"],
+                             capture_output=True, text=True).stdout.split()
     result = {"machine": desc, "rembg": version[0] if version else None,
               "rembg_onnxruntime": version[1] if len(version) > 1 else None, "model": str(model),
               "command": " ".join(sys.argv), "per_frame": [], "video": None}
@@ -312,7 +315,9 @@ def main() -> None:
                        "cpu_ms_per_frame": summary([1e3 * s for s in secs["cpu_seconds"]]),
                        "model_ms_per_frame": summary([1e3 * s for s in secs["model_seconds"]]),
                        # what is not the shared model: pre/post-processing and the pipeline around it
-                       "other_ms_per_frame": summary([1e3 * (s - m) for s, m in zip(secs["seconds"], secs["model_seconds"], strict=False)]),
+                       "other_ms_per_frame": summary([1e3 * (s - m)
+                                                      for s, m in zip(secs["seconds"], secs["model_seconds"],
+                                                                      strict=False)]),
                        **score(alphas[label], truth)}
                 result["per_frame"].append(row)
                 rows.append({"composite": name, "tool": label, "ms": row["ms_per_frame"]["median"],
@@ -321,7 +326,8 @@ def main() -> None:
                              "other": row["other_ms_per_frame"]["median"],
                              "mad": row["mad"], "mse": row["mse"], "grad": row["grad"]})
             print(table(rows[-3:], [("composite", "composite", "s"), ("tool", "tool", "s"), ("ms", "ms/frame", ".0f"),
-                                    ("lo", "min", ".0f"), ("hi", "max", ".0f"), ("cpu", "CPU ms", ".0f"), ("model", "model ms", ".0f"),
+                                    ("lo", "min", ".0f"), ("hi", "max", ".0f"), ("cpu", "CPU ms", ".0f"),
+                                    ("model", "model ms", ".0f"),
                                     ("other", "rest ms", ".0f"),
                                     ("mad", "MAD", ".2f"),
                                     ("mse", "MSE", ".2f"), ("grad", "Grad", ".2f")]), flush=True)

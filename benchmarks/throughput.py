@@ -141,7 +141,7 @@ def stages_alone(clip: Path, model: str, n: int, formats: list[str], repeat: int
     for fmt in formats:
         kind = FORMATS[fmt][1]
 
-        def encode():
+        def encode(fmt=fmt, kind=kind):
             writer = VideoWriter(tmp / f"enc.{fmt}", info=info, kind=kind, audio=False, frames=(0, n - 1),
                                  overwrite=True)
             for b in final:
@@ -211,14 +211,15 @@ def main() -> None:
                 base = {"clip": str(clip), "out": out, "model": model, "frames": n}
                 whole = [run_child(script, {**base, "what": "run"}) for _ in range(args.repeat)]
                 row = {"model": model, "clip": clip_name, "format": label, "frames": n,
-                       "stages_alone": {k: v for k, v in alone.items() if not k.startswith("encode_") or k == f"encode_{fmt}"},
+                       "stages_alone": {k: v for k, v in alone.items()
+                                        if not k.startswith("encode_") or k == f"encode_{fmt}"},
                        "whole_run": {"fps": summary([w["fps"] for w in whole]),
                                      "cpu_s_per_frame": summary([w["cpu"] / w["frames"] for w in whole]),
                                      "peak_rss_mib": max(w["peak_rss_mib"] for w in whole),
                                      "stage_seconds_last": whole[-1]["stage_seconds"]}}
                 if not args.no_plain:
                     plain = [run_child(script, {**base, "what": "run",
-                                                       "options": {"decontaminate": False, "smooth": None, "refine": "none"}})
+                                                "options": {"decontaminate": False, "smooth": None, "refine": "none"}})
                              for _ in range(args.repeat)]
                     row["whole_run_no_decontaminate"] = {
                         "fps": summary([w["fps"] for w in plain]),
@@ -234,11 +235,13 @@ def main() -> None:
                 if not args.no_naive:
                     encs = ["bgvid"] + (["bgvid_frame_threads", "prores_ks"] if fmt == "mov" else [])
                     for enc in encs:
-                        runs = [run_child(script, {**base, "what": "naive", "encoder": enc}) for _ in range(args.repeat)]
+                        runs = [run_child(script, {**base, "what": "naive", "encoder": enc})
+                                for _ in range(args.repeat)]
                         row[f"naive_{enc}"] = {"fps": summary([r["fps"] for r in runs]),
                                                "cpu_s_per_frame": summary([r["cpu"] / r["frames"] for r in runs]),
                                                "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}
-                        row[f"speedup_vs_naive_{enc}"] = row["whole_run"]["fps"]["median"] / row[f"naive_{enc}"]["fps"]["median"]
+                        row[f"speedup_vs_naive_{enc}"] = (row["whole_run"]["fps"]["median"]
+                                                          / row[f"naive_{enc}"]["fps"]["median"])
                 results.append(row)
                 print_row(row)
 
@@ -280,7 +283,8 @@ def print_row(row: dict) -> None:
     print(f"-- {row['model']} {row['clip']} -> {row['format']}")
     print(table(rows, [("stage", "stage", "s"), ("fps", "fps median (min-max)", "s"), ("cpu", "CPU ms/frame", ".1f")]))
     r = row["roofline"]
-    print(f"roofline {r['roofline_fps']:.2f} fps = min(slowest stage {r['slowest_stage']} {r['slowest_stage_fps']:.2f}, "
+    print(f"roofline {r['roofline_fps']:.2f} fps = "
+          f"min(slowest stage {r['slowest_stage']} {r['slowest_stage_fps']:.2f}, "
           f"{cores()} cores / {r['cpu_s_per_frame_sum'] * 1e3:.0f} CPU ms = {r['cpu_bound_fps']:.2f}); whole run "
           f"{row['whole_run_pct_of_roofline']:.0f}% of it; peak RSS {row['whole_run']['peak_rss_mib']:.0f} MiB",
           flush=True)

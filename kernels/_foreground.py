@@ -175,7 +175,7 @@ def _jit_kernels():
     or None without numba. Imported on first use, never at import; numba's on-disk cache means only
     the first process in an environment compiles."""
     try:
-        import numba
+        import numba  # noqa: F401 - only whether it is there
     except ImportError:
         # numba is a dependency: without it the install is incomplete. Say so once, then go on slower.
         warnings.warn("numba is not installed: decontamination runs its NumPy body, several times slower "
@@ -417,7 +417,7 @@ def _decontaminate_frame(rgb: np.ndarray, alpha: np.ndarray, iterations: int, ou
     return True
 
 
-def decontaminate(rgb: np.ndarray, alpha: np.ndarray, *, executor=None, **kw) -> np.ndarray:
+def decontaminate(rgb, alpha, *, executor=None, backend=None, **kw):
     """rgb [H,W,3] / [N,H,W,3] with every pixel that is not opaque (alpha < 1) set to the estimated
     foreground colour (estimate_foreground(rgb, alpha, **kw)), rounded back to rgb's dtype and scale
     (uint16 stays on 0..65535). Opaque pixels keep their colour exactly; returns rgb itself when every
@@ -432,7 +432,15 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, *, executor=None, **kw) ->
     is smooth, so it also costs no more bits than the background it replaces.
 
     executor: an optional concurrent.futures executor; the frames of a batch are then solved on it
-    in parallel (NumPy and OpenCV release the GIL for most of the work). Same result either way."""
+    in parallel (NumPy and OpenCV release the GIL for most of the work). Same result either way.
+
+    Device arrays (CuPy) take the portable body (_decontaminate_portable): every level solved densely,
+    all frames of the batch at once; the soft-pixel colours agree with this body within a few code
+    values (tests/test_portable.py)."""
+    from ._backend import backend_for, get_array_module
+
+    if backend is not None or get_array_module(rgb) is not np:
+        return _decontaminate_portable(backend or backend_for(rgb), rgb, alpha, iterations=kw.get("iterations", 2))
     rgb = np.asarray(rgb)
     alpha = np.asarray(alpha)
     change = alpha < 1.0
@@ -463,6 +471,62 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, *, executor=None, **kw) ->
                 one(i)
         return out if rgb.ndim == 4 else out[0]
     return _reference_decontaminate(rgb, alpha, top, **kw)
+
+
+def _dense_level_portable(xp, image, a, fb, n_iter: int):
+    """_dense_level_numpy for a batch [N, h, w, ...] on any array module: the same Jacobi step (neighbours
+    from shifted views of an edge-padded array, clamped at the border), every frame at once."""
+    if n_iter <= 0:
+        return fb
+    pad2 = ((0, 0), (1, 1), (1, 1))
+    ap = xp.pad(a, pad2, mode="edge")
+    shifts = [(slice(None),) + s for s in _SHIFTS]
+    weights = [xp.float32(EPS) + xp.float32(OMEGA) * xp.abs(a - ap[s]) for s in shifts]
+    wsum = weights[0] + weights[1] + weights[2] + weights[3]
+    weights = [wk[..., None] for wk in weights]
+    cff, cfb, cbb = (c[..., None] for c in _coefficients(a, wsum))
+    b_f = a[..., None] * image
+    b_b = image - b_f
+    for _ in range(n_iter):
+        padded = xp.pad(fb, pad2 + ((0, 0),), mode="edge")
+        s = weights[0] * padded[shifts[0]]
+        for wk, shift in zip(weights[1:], shifts[1:], strict=True):
+            s = s + wk * padded[shift]
+        rf = s[..., :3] + b_f
+        rb = s[..., 3:] + b_b
+        fb = xp.concatenate([xp.clip(cff * rf + cfb * rb, 0.0, 1.0), xp.clip(cfb * rf + cbb * rb, 0.0, 1.0)], axis=-1)
+    return fb
+
+
+def _decontaminate_portable(be, rgb, alpha, *, iterations: int = 2):
+    """decontaminate() on any backend: the multi-level solve of estimate_foreground(levels="dense") for
+    all frames of a batch at once (a GPU has the width to solve every pixel; the CPU body's band
+    bookkeeping would cost more there than it saves), then the same rounding and opaque pass-through."""
+    xp = be.xp
+    n, h, w = rgb.shape[:3]
+    top = 65535.0 if rgb.dtype == xp.uint16 else 255.0
+    image = rgb.astype(xp.float32) * xp.float32(1.0 / top)
+    a = xp.clip(xp.nan_to_num(alpha.astype(xp.float32)), 0.0, 1.0)
+    sizes = _pyramid_sizes(h, w)
+    images, alphas = [image], [a]
+    for sh, sw in reversed(sizes[:-1]):
+        images.append(be.resize(images[-1], (sh, sw), "area"))
+        alphas.append(be.resize(alphas[-1], (sh, sw), "area"))
+    images.reverse()
+    alphas.reverse()
+    k = next((i for i, (sh, sw) in enumerate(sizes) if min(sh, sw) >= 16), len(sizes) - 1)
+    img, ak = images[k], alphas[k][..., None]
+    f0 = (img * ak).sum(axis=(1, 2)) / xp.maximum(ak.sum(axis=(1, 2)), 1e-6)
+    b0 = (img * (1 - ak)).sum(axis=(1, 2)) / xp.maximum((1 - ak).sum(axis=(1, 2)), 1e-6)
+    fb = xp.clip(xp.concatenate([f0, b0], axis=-1), 0, 1).astype(xp.float32).reshape(n, 1, 1, 6)
+    for (sh, sw), img, al in zip(sizes, images, alphas, strict=True):
+        if fb.shape[1:3] != (sh, sw):
+            fb = be.resize(fb, (sh, sw), "bilinear")
+        n_iter = SMALL_ITERATIONS if min(sh, sw) <= SMALL_SIZE else iterations
+        fb = _dense_level_portable(xp, img, al, fb, n_iter)
+    foreground = xp.where((a >= 1.0)[..., None], image, fb[..., :3])
+    estimate = xp.clip(xp.rint(foreground * xp.float32(top)), 0, top).astype(rgb.dtype)
+    return xp.where((alpha < 1.0)[..., None], estimate, rgb)
 
 
 def _reference_decontaminate(rgb: np.ndarray, alpha: np.ndarray, top: float, **kw) -> np.ndarray:

@@ -20,10 +20,11 @@ from typing import Optional
 
 import numpy as np
 
+from ._backend import backend_for, get_array_module
 from ._core import resize_batch
 
 
-def _box(x: np.ndarray, radius: int) -> np.ndarray:
+def _box_cv(x: np.ndarray, radius: int) -> np.ndarray:
     import cv2
 
     k = 2 * radius + 1
@@ -35,15 +36,23 @@ def working_size(height: int, width: int, long_side: int = 512) -> tuple[int, in
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _colour_coefficients(guide: tuple, p: np.ndarray, radius: int, eps: float):
+def _colour_coefficients(guide: tuple, p, radius: int, eps: float, box=None, merge=None):
     """Per-window least squares p ~= a . I + b with ridge eps: a [h,w,3], b [h,w], box-averaged.
 
     guide is the colour as three contiguous [h,w] planes. Every window sum is a separate plane box
     filter: the same arithmetic as one 13-channel cv2.blur (bit for bit), but the per-pixel algebra
-    below then runs on contiguous planes instead of strided channel views, and nothing is stacked."""
+    below then runs on contiguous planes instead of strided channel views, and nothing is stacked.
+    box(x, radius) and merge(planes) default to OpenCV's; the portable body passes the backend's
+    (planes of any leading shape, e.g. [N,h,w]): one arithmetic for both."""
     import cv2
 
-    r, g, b_ = guide
+    _box = box or _box_cv
+    # float64: eps is tiny (1e-5), so in flat windows a = cov / (var + eps) amplifies the rounding of the
+    # window sums ~1e5-fold; in float32 two correct box filters (OpenCV's, a GPU's) then disagree by more
+    # than a 10-bit step on ~0.1% of edge pixels. In float64 they agree.
+    r, g, b_ = (x.astype("float64") for x in guide)
+    p = p.astype("float64")
+    eps = float(eps)
     m_r, m_g, m_b, m_p = _box(r, radius), _box(g, radius), _box(b_, radius), _box(p, radius)
     v0, v1, v2 = _box(r * p, radius) - m_r * m_p, _box(g * p, radius) - m_g * m_p, _box(b_ * p, radius) - m_b * m_p
     s11 = _box(r * r, radius) - m_r * m_r + eps
@@ -60,11 +69,13 @@ def _colour_coefficients(guide: tuple, p: np.ndarray, radius: int, eps: float):
     a1 = (c12 * v0 + c22 * v1 + c23 * v2) * inv_det
     a2 = (c13 * v0 + c23 * v1 + c33 * v2) * inv_det
     b = m_p - a0 * m_r - a1 * m_g - a2 * m_b
-    return cv2.merge([_box(a0, radius), _box(a1, radius), _box(a2, radius), _box(b, radius)])  # [h, w, 4]: a (3) and b
+    planes = [_box(a0, radius).astype("float32"), _box(a1, radius).astype("float32"),
+              _box(a2, radius).astype("float32"), _box(b, radius).astype("float32")]
+    return (merge or cv2.merge)(planes)  # [..., h, w, 4]: a (3) and b
 
 
-def guided_upsample(matte: np.ndarray, rgb: np.ndarray, *, radius: Optional[int] = None, eps: float = 1e-5,
-                    long_side: int = 512, band_threshold: float = 0.02) -> np.ndarray:
+def guided_upsample(matte, rgb, *, radius: Optional[int] = None, eps: float = 1e-5, long_side: int = 512,
+                    band_threshold: float = 0.02, backend=None):
     """matte [N,h,w] float32 0..1 at any resolution, rgb [N,H,W,3] full frames -> [N,H,W] float32.
 
     The filter runs at a working resolution whose long side is max(long_side, the matte's long side),
@@ -72,6 +83,9 @@ def guided_upsample(matte: np.ndarray, rgb: np.ndarray, *, radius: Optional[int]
     radius spans one model pixel (at least 2), because a window must reach across the model's blur to
     find the edge in the picture."""
     n, height, width = rgb.shape[:3]
+    if backend is not None or get_array_module(matte) is not np:
+        return _guided_upsample_portable(backend or backend_for(matte), matte, rgb, radius=radius, eps=eps,
+                                         long_side=long_side, band_threshold=band_threshold)
     matte = matte.astype(np.float32, copy=False)
     if matte.shape[1:3] == (height, width):
         return matte.copy()  # a full-resolution matte (rvm refines its own edges): nothing to lift
@@ -121,6 +135,34 @@ def guided_upsample(matte: np.ndarray, rgb: np.ndarray, *, radius: Optional[int]
         refined = at[:, 0] * colour[:, 0] + at[:, 1] * colour[:, 1] + at[:, 2] * colour[:, 2] + at[:, 3]
         plain.reshape(-1)[where] = np.clip(refined, 0.0, 1.0)
     return out
+
+
+def _guided_upsample_portable(be, matte, rgb, *, radius, eps, long_side, band_threshold):
+    """guided_upsample on any backend, all frames at once, the whole frame at once: the same filter as
+    the CPU body (which restricts the work to the soft band's bounding box and samples the coefficient
+    maps only at the band's pixels; the values there are the same up to float rounding)."""
+    xp = be.xp
+    n, height, width = rgb.shape[:3]
+    matte = matte.astype(xp.float32)
+    if matte.shape[1:3] == (height, width):
+        return matte.copy()
+    work = working_size(height, width, max(long_side, max(matte.shape[1:3])))
+    if radius is None:
+        radius = max(2, math.ceil(max(work) / max(matte.shape[1:3])))
+    grow = max(1, round(radius * height / work[0]))
+    plain = be.resize(matte, (height, width), "bilinear")
+    soft = ((plain > band_threshold) & (plain < 1.0 - band_threshold)).astype(xp.uint8)
+    band = be.max_square(soft, grow).astype(bool)
+    scale = xp.float32(1 / (65535.0 if rgb.dtype == xp.uint16 else 255.0))
+    p = be.resize(matte, work, "bilinear")
+    small = be.resize(rgb, work, "area") * scale  # [N, h, w, 3]
+    guide = tuple(xp.ascontiguousarray(small[..., c]) for c in range(3))
+    coef = _colour_coefficients(guide, p, radius, xp.float32(eps), box=lambda x, r: be.box(x, r, "reflect"),
+                                merge=lambda planes: xp.stack(planes, axis=-1))
+    at = be.resize(coef, (height, width), "bilinear")  # [N, H, W, 4]
+    colour = rgb.astype(xp.float32) * scale
+    refined = at[..., 0] * colour[..., 0] + at[..., 1] * colour[..., 1] + at[..., 2] * colour[..., 2] + at[..., 3]
+    return xp.where(band, xp.clip(refined, 0.0, 1.0), plain).astype(xp.float32)
 
 
 def _resize_into(image: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._core import resize_batch
+from ._backend import backend_for, get_array_module
 
 DEFAULT_STRENGTH = 0.7
 FLOW_LONG_SIDE = 256  # grey frames for the flow: ~2 ms per pair on one core, enough for matte motion
@@ -46,11 +46,12 @@ def warmup_frames(strength: float, tolerance: float = 1 / 255) -> int:
 
 @dataclass
 class SmoothState:
-    """What the smoother carries from one frame to the next."""
+    """What the smoother carries from one frame to the next. alpha and guide live where the mattes do
+    (NumPy or CuPy); flow_guide is always a host array: the flow runs on the CPU (see _backend)."""
 
     alpha: np.ndarray  # [h, w] float32, last output at the matte's resolution
     guide: np.ndarray  # [h, w] float32, last frame's luma at the matte's resolution
-    flow_guide: np.ndarray  # [fh, fw] uint8, last frame's grey at the flow's resolution
+    flow_guide: np.ndarray  # [fh, fw] uint8, last frame's grey at the flow's resolution (host)
 
 
 def _flow_size(h: int, w: int) -> tuple[int, int]:
@@ -58,24 +59,28 @@ def _flow_size(h: int, w: int) -> tuple[int, int]:
     return max(16, round(h * scale)), max(16, round(w * scale))
 
 
-def smooth_mattes(alpha: np.ndarray, rgb: np.ndarray, state: Optional[SmoothState], *,
-                  strength: float = DEFAULT_STRENGTH, motion_scale: float = 0.1,
-                  radius: int = 2) -> tuple[np.ndarray, SmoothState]:
+def smooth_mattes(alpha, rgb, state: Optional[SmoothState], *, strength: float = DEFAULT_STRENGTH,
+                  motion_scale: float = 0.1, radius: int = 2, backend=None, transfer=None) -> tuple:
     """alpha [N,h,w] float32 (any resolution), rgb [N,H,W,3] the frames -> (smoothed [N,h,w], state).
 
-    Frames are taken in order; pass the returned state with the next batch."""
-    import cv2
-
+    Frames are taken in order; pass the returned state with the next batch. transfer: (to_host,
+    to_device) for the flow's side channel on a device (default: the backend's own)."""
     if not 0.0 <= strength < 1.0:
         raise ValueError(f"strength must be in [0, 1), got {strength}")
+    if backend is not None or get_array_module(alpha) is not np:
+        return _smooth_portable(backend or backend_for(alpha), alpha, rgb, state, strength=strength,
+                                motion_scale=motion_scale, radius=radius, transfer=transfer)
+    import cv2
+
     w_min = np.float32(1.0 - strength)
     h, w = alpha.shape[1:3]
     fh, fw = _flow_size(h, w)
     grey = _grey(rgb, (h, w))
-    guides = [np.multiply(g, np.float32(1 / 255.0), dtype=np.float32) for g in grey]  # = astype * scale, one pass
+    guides = [np.multiply(g, np.float32(1 / 255.0), dtype=np.float32) for g in grey]
     # Flow at the matte's own size (the usual 256 px matte): the grey frames as they are (a same-size
     # resize is a copy).
-    flow_guides = grey if (fh, fw) == (h, w) else [cv2.resize(g, (fw, fh), interpolation=cv2.INTER_AREA) for g in grey]
+    flow_guides = [_to_uint8(g if (fh, fw) == (h, w) else cv2.resize(g, (fw, fh), interpolation=cv2.INTER_AREA))
+                   for g in grey]
     out = np.empty((alpha.shape[0], h, w), np.float32)
     k = 2 * radius + 1
     dis = None
@@ -113,10 +118,77 @@ def _grid(h: int, w: int) -> np.ndarray:
 
 
 def _grey(rgb: np.ndarray, size: tuple[int, int]) -> list:
-    """Frames -> uint8 grey at size (area: the guide and the flow both want an unaliased picture)."""
+    """Frames -> float32 grey on 0..255 at size: OpenCV's 8-bit RGB2GRAY at full resolution (exact integer
+    weights, reproduced by _grey_portable), then an area resize in float (the guide and the flow both want
+    an unaliased picture; in float, so a GPU's resize gives the same values)."""
     import cv2
 
     if rgb.dtype == np.uint16:
         rgb = (rgb >> 8).astype(np.uint8)
-    small = resize_batch(rgb, size, interpolation="area")
-    return [cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) for frame in small]
+    out = []
+    for frame in rgb:
+        grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        out.append(grey if grey.shape == tuple(size) else
+                   cv2.resize(grey, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+    return out
+
+
+def _to_uint8(grey: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+
+
+def _dis():
+    import cv2
+
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+
+def _smooth_portable(be, alpha, rgb, state: Optional[SmoothState], *, strength: float, motion_scale: float,
+                     radius: int, transfer=None):
+    """smooth_mattes on any backend: the same formulas, frame by frame (each frame needs the last output).
+    The flow is the one side channel: each frame's small grey picture goes down once (kept on the host in
+    the state for the next frame's flow) and the flow field comes back up."""
+    xp = be.xp
+    w_min = xp.float32(1.0 - strength)
+    n, h, w = alpha.shape[:3]
+    fh, fw = _flow_size(h, w)
+    grey = _grey_portable(be, rgb, (h, w))  # [N, h, w] float32 grey on 0..255, rounded as cv2's uint8
+    guides = grey * xp.float32(1 / 255.0)
+    flow_grey = grey if (fh, fw) == (h, w) else be.resize(grey, (fh, fw), "area")
+    flow_grey = xp.clip(xp.rint(flow_grey), 0, 255).astype(xp.uint8)
+    out = xp.empty((n, h, w), xp.float32)
+    ys, xs = xp.meshgrid(xp.arange(h, dtype=xp.float32), xp.arange(w, dtype=xp.float32), indexing="ij")
+    to_host, to_device = transfer or be._transfer or ((lambda x, side=False: x), (lambda x, side=False: x))
+    dis = None
+    for i in range(n):
+        a, g = alpha[i].astype(xp.float32), guides[i]
+        now_host = to_host(flow_grey[i], side=True)  # the side channel, down: one small grey frame
+        if state is None or tuple(state.alpha.shape) != (h, w):
+            out[i] = a
+        else:
+            dis = dis or _dis()
+            flow = to_device(dis.calc(now_host, state.flow_guide, None), side=True)  # and the flow up
+            if (fh, fw) != (h, w):
+                flow = be.resize(flow[None], (h, w), "bilinear")[0]
+                fx, fy = flow[..., 0] * xp.float32(w / fw), flow[..., 1] * xp.float32(h / fh)
+            else:
+                fx, fy = flow[..., 0], flow[..., 1]
+            map_x, map_y = xs + fx, ys + fy
+            prev_alpha = be.remap(state.alpha, map_x, map_y)
+            prev_guide = be.remap(state.guide, map_x, map_y)
+            diff = be.box(xp.abs(g - prev_guide), radius, "reflect101")
+            weight = w_min + (1 - w_min) * xp.clip(diff * xp.float32(1 / motion_scale), 0, 1)
+            out[i] = weight * a + (1 - weight) * prev_alpha
+        state = SmoothState(alpha=out[i].copy(), guide=g, flow_guide=now_host)
+    return out, state
+
+
+def _grey_portable(be, rgb, size):
+    """_grey on any backend -> float32 [N, h, w] on 0..255: OpenCV's RGB2GRAY integer arithmetic (15-bit
+    weights, rounded), then the area resize in float."""
+    xp = be.xp
+    if rgb.dtype == xp.uint16:
+        rgb = (rgb >> 8).astype(xp.uint8)
+    c = rgb.astype(xp.int32)
+    grey = ((c[..., 0] * 9798 + c[..., 1] * 19235 + c[..., 2] * 3735 + 16384) >> 15).astype(xp.float32)
+    return be.resize(grey, size, "area")

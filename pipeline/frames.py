@@ -19,6 +19,7 @@ class FrameBatch:
     pts:         [N] int64 timestamps in ``time_base`` (the input stream's), or None where unknown.
     alpha:       [N, H, W] float32 0..1 at frame resolution once segmented (None before).
     foreground:  optional [N, H, W, 3] float32 0..1 foreground colour estimate (matting models).
+    planes:      on a device, the encoder-ready planes of every frame (the last stage's output).
     """
 
     rgb: Any
@@ -27,6 +28,7 @@ class FrameBatch:
     time_base: Fraction
     alpha: Any = None
     foreground: Any = None
+    planes: Any = None  # kernels._planes.Planes: the encoder's planes, made on a device (then rgb/alpha are None)
 
     def __len__(self) -> int:
         return int(self.frame_index.shape[0])

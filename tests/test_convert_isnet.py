@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import cv2  # opencv-python-headless, onnx: hard dependencies of bgvid (a missing one must fail, not skip)
 import numpy as np
+import onnx
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+from bgvid.errors import ModelError
+from bgvid.models.convert.isnet_onnx import rewrite_isnet
 
-from bgvid.errors import ModelError  # noqa: E402
-from bgvid.models.convert.isnet_onnx import rewrite_isnet  # noqa: E402
+# ONNX Runtime comes from the `cpu` or `gpu` extra (one of the two, never both).
+ort = pytest.importorskip("onnxruntime", reason='ONNX Runtime not installed: pip install -e ".[cpu]" (or .[gpu])')
 
 MODELS = ["isnet", "isnet-small"]
 _rewritten: dict[str, "onnx.ModelProto"] = {}  # the rewrite takes seconds: do it once per model
@@ -35,7 +37,6 @@ def _mask(sess, x):
 def _portrait(media, h, w, variant=0):
     """The portrait as ISNet wants it: RGB stretched to h x w, (v - 128) / 256, NCHW.
     `variant` 1-3 give different images from the same file (flip, crops)."""
-    cv2 = pytest.importorskip("cv2")
     path = media / "backgrounds" / "portrait_grace_hopper.jpg"
     if not path.is_file():
         pytest.skip(f"{path} not found")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import onnx  # onnx and tflite: hard dependencies of bgvid (a missing one must fail, not skip)
 import pytest
+import tflite
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-tflite = pytest.importorskip("tflite")
+from bgvid.errors import ModelError
+from bgvid.models.convert.tflite_onnx import convert_tflite
 
-from bgvid.errors import ModelError  # noqa: E402
-from bgvid.models.convert.tflite_onnx import convert_tflite  # noqa: E402
+# ONNX Runtime comes from the `cpu` or `gpu` extra (one of the two, never both).
+ort = pytest.importorskip("onnxruntime", reason='ONNX Runtime not installed: pip install -e ".[cpu]" (or .[gpu])')
 
 REFERENCE = "selfie_mediapipe_0.10.21.npz"
 # (catalog name, reference key prefix, model input H, W)

@@ -273,6 +273,8 @@ def test_the_page_rasterises_strokes_exactly_as_bgvid_run(person_clip, browser, 
     from bgvid.stages.overrides import Overrides
 
     strokes = [
+        # wider than the frame: bgvid clamps the diameter to the diagonal (440.6 px), so must the page
+        {"frames": "0", "mode": "restore", "size": 5000, "softness": 1.0, "points": [[300, 10]]},
         {"frames": "0", "mode": "remove", "size": 40, "softness": 0.0, "points": [[190.3, 60.7], [250.1, 120.9]]},
         {"frames": "0-3", "mode": "restore", "size": 25.5, "softness": 1.0, "points": [[60, 40]]},
         {"frames": 0, "mode": "restore", "size": 12, "softness": 0.5,
@@ -292,7 +294,29 @@ def test_the_page_rasterises_strokes_exactly_as_bgvid_run(person_clip, browser, 
     expected = np.rint(Overrides.load(overrides, width=W, height=H).apply(base, 0) * 255).astype(int)
     assert np.abs(expected - shown.astype(int)).max() <= 1
     assert (np.abs(expected - np.rint(base * 255)) > 2).sum() > 3000  # the strokes changed a lot of pixels
-    assert page.text_content("#status").startswith("7 strokes (6 on this frame)")
+    assert page.text_content("#status").startswith("8 strokes (7 on this frame)")
+    assert page.errors == []
+
+
+def test_a_stroke_longer_than_bgvid_accepts_goes_on_as_a_new_stroke(person_clip, browser, editor_factory, tmp_path,
+                                                                    monkeypatch):
+    # bgvid refuses a stroke of more than MAX_POINTS_PER_STROKE points; the page never makes one.
+    from bgvid.stages import overrides as _ov
+
+    monkeypatch.setattr(_ov, "MAX_POINTS_PER_STROKE", 6)  # the page reads it from the server
+    overrides = tmp_path / "overrides.json"
+    ed = editor_factory(person_clip, overrides)
+    page = ed.open(browser)
+    page.fill("#size", "10")
+    rect = set_zoom(page, 100)
+    mouse_stroke(page, rect, [(40.0, 40.0), (340.0, 40.0), (340.0, 180.0)], steps=10)
+    save(page)
+    strokes = json.loads(overrides.read_text())
+    assert len(strokes) >= 3 and all(2 <= len(s["points"]) <= 6 for s in strokes[:-1])
+    for a, b in zip(strokes[:-1], strokes[1:], strict=True):  # each goes on from where the last one ended
+        assert b["points"][0] == a["points"][-1]
+    ends = [p for s in strokes for p in (s["points"][0], s["points"][-1])]
+    assert ends[0] == pytest.approx([40, 40], abs=1) and ends[-1] == pytest.approx([340, 180], abs=1)
     assert page.errors == []
 
 
@@ -505,13 +529,21 @@ def test_an_override_folder_shows_its_png_layers_and_gets_the_strokes(selfie, tm
 # ------------------------------------------------------------------------------------------ security
 
 @pytest.fixture
-def tiny_editor(selfie, tmp_path):
+def tiny_model(tmp_path):
+    """A model written on the spot: the server's routing and checks need one to start, not a real one."""
+    from _tiny_model import tiny_model
+
+    return tiny_model(tmp_path)
+
+
+@pytest.fixture
+def tiny_editor(tiny_model, tmp_path):
     from _clips import make_clip
 
     from bgvid.apps.edit import EditorServer
 
     clip = make_clip(tmp_path / "tiny.mp4", width=64, height=48, frames=4)
-    server = EditorServer(clip, overrides=tmp_path / "o.json", model="selfie").start()
+    server = EditorServer(clip, overrides=tmp_path / "o.json", model=str(tiny_model)).start()
     yield server
     server.close()
 
@@ -605,6 +637,223 @@ def test_the_server_listens_on_loopback_only(tiny_editor):
             socket.create_connection((own, port), timeout=2).close()
 
 
+# ------------------------------------------------------------------------------------------ hostile clients
+
+JSON_TYPE = {"Content-Type": "application/json"}
+
+
+def _stroke_doc(**extra) -> list:
+    return [dict({"frames": "0-1", "mode": "remove", "size": 5, "softness": 0.5, "points": [[3, 3], [9, 4]]}, **extra)]
+
+
+def _short_limits(monkeypatch, idle=1.0, request=3.0):
+    from bgvid.apps import edit
+
+    monkeypatch.setattr(edit, "IDLE_SECONDS", idle, raising=False)
+    monkeypatch.setattr(edit, "REQUEST_SECONDS", request, raising=False)
+
+
+def _closed_within(sock, seconds: float) -> tuple[bool, bytes]:
+    """Read until the server closes the connection: (closed in time, what it sent)."""
+    got = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            return True, got
+        if not chunk:
+            return True, got
+        got += chunk
+    return False, got
+
+
+def test_idle_connections_are_capped_and_dropped(tiny_editor, monkeypatch):
+    # 60 idle sockets were 60 threads, each waiting forever for a request line.
+    import threading
+
+    from bgvid.apps import edit
+
+    _short_limits(monkeypatch)
+    port, before = tiny_editor.port, threading.active_count()
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(60)]
+    try:
+        time.sleep(0.5)
+        threads = threading.active_count() - before
+        cap = getattr(edit, "MAX_CONNECTIONS", 32)
+        assert threads <= cap, threads
+        results = [_closed_within(s, 4.0) for s in socks]  # idle limit 1 s: all gone well within 4 s
+        assert all(closed for closed, _ in results)
+        busy = sum(got.startswith(b"HTTP/1.0 503") for _, got in results)
+        assert busy >= 60 - cap
+    finally:
+        for s in socks:
+            s.close()
+    assert http_get(f"/{tiny_editor.token}/api/info", port)[0] == 200  # and it still serves
+    time.sleep(0.3)
+    assert threading.active_count() - before <= 1
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["stalled", "trickled"])
+def test_a_stalled_or_trickled_upload_is_dropped(tiny_editor, monkeypatch, trickle):
+    # A POST claiming 32 MB that then stalls waited forever; one byte at a time must not help.
+    _short_limits(monkeypatch, idle=1.0, request=3.0)
+    port, token = tiny_editor.port, tiny_editor.token
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        sock.sendall(f"POST /{token}/api/strokes HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {32 << 20}\r\n\r\n[".encode())
+        start = time.monotonic()
+        if trickle:  # a byte every 0.4 s: never idle for a second, but the request has 3 s in all
+            closed = False
+            while time.monotonic() - start < 8 and not closed:
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    closed = True
+                    break
+                closed, _ = _closed_within(sock, 0.4)
+        else:
+            closed, _ = _closed_within(sock, 8.0)
+        assert closed and time.monotonic() - start < 6.0
+    finally:
+        sock.close()
+    assert not Path(tiny_editor.strokes.path).exists()
+
+
+def _post(editor, body: bytes, headers=None):
+    return http_get(f"/{editor.token}/api/strokes", editor.port, method="POST", body=body,
+                    headers={**JSON_TYPE, **(headers or {})})
+
+
+def test_saving_refuses_what_run_refuses_with_the_same_message(tiny_editor):
+    from bgvid import InputError
+    from bgvid.stages import overrides as _ov
+
+    path = Path(tiny_editor.strokes.path)
+    assert _post(tiny_editor, json.dumps(_stroke_doc(note="kept")).encode())[0] == 200
+    saved = path.read_bytes()
+    many = [[1 + i % 50, 2] for i in range(getattr(_ov, "MAX_POINTS_PER_STROKE", 20_000) + 1)]
+    one = b'[{"frames": "%s", "mode": "remove", "size": %s, "softness": 0, "points": [[1, 1]]%s}]'
+    bodies = {
+        "huge size": one % (b"0", b"9" * 5000, b""),
+        "huge frames": one % (b"7" * 5000, b"3", b""),
+        "NaN kept": one % (b"0", b"3", b', "note": NaN'),
+        "Infinity": one % (b"0", b"3", b', "n": [Infinity]'),
+        "long stroke": json.dumps(_stroke_doc(points=many)).encode(),
+    }
+    for what, body in bodies.items():
+        status, reply = _post(tiny_editor, body)
+        message = json.loads(reply)["error"]
+        assert status == 422 and str(path) in message and "\n" not in message, (what, status, message)
+        assert path.read_bytes() == saved, what  # the file is left as it was
+        path.write_bytes(body)  # what `bgvid run --overrides` says about the same file
+        with pytest.raises(InputError) as info:
+            _ov.Overrides.load(path, width=64, height=48)
+        assert str(info.value) == message, what
+        path.write_bytes(saved)
+
+
+def test_nothing_but_strict_json_is_written_or_served(tiny_editor, tiny_model, tmp_path):
+    # Extra keys with NaN were saved verbatim, and then the page's resp.json() could not parse /api/info.
+    from _clips import make_clip
+
+    from bgvid import InputError
+    from bgvid.apps.edit import EditorServer
+
+    def strict(data: bytes):
+        return json.loads(data, parse_constant=lambda c: pytest.fail(f"{c} in {data[:200]!r}"))
+
+    path = Path(tiny_editor.strokes.path)
+    status, _ = _post(tiny_editor, b'[{"frames": "0", "mode": "remove", "size": 3, "softness": 0, '
+                                   b'"points": [[1, 1]], "note": {"a": [1, NaN]}}]')
+    assert status == 422 and not path.exists()
+    assert _post(tiny_editor, json.dumps(_stroke_doc(note={"a": [1, 2.5, None]})).encode())[0] == 200
+    strict(path.read_bytes())
+    status, info = http_get(f"/{tiny_editor.token}/api/info", tiny_editor.port)
+    assert status == 200 and strict(info)["strokes"][0]["note"] == {"a": [1, 2.5, None]}
+    # A file someone else wrote with NaN in it: the editor refuses it at start, as `bgvid run` does.
+    clip = make_clip(tmp_path / "other.mp4", width=64, height=48, frames=2)
+    other = tmp_path / "other.json"
+    other.write_text('[{"frames": "0", "mode": "remove", "size": 3, "softness": 0, "points": [[1, 1]], "x": NaN}]')
+    with pytest.raises(InputError, match="other.json: stroke \\[0\\]: key x: NaN"):
+        EditorServer(clip, overrides=other, model=str(tiny_model))
+
+
+def test_a_new_overrides_file_gets_the_umask_mode(tiny_editor):
+    # mkstemp made every new overrides.json 0600, unlike every other file bgvid writes.
+    path = Path(tiny_editor.strokes.path)
+    old = os.umask(0o027)
+    try:
+        assert _post(tiny_editor, json.dumps(_stroke_doc()).encode())[0] == 200
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
+    path.chmod(0o604)  # an existing file keeps its mode
+    assert _post(tiny_editor, json.dumps(_stroke_doc(size=7)).encode())[0] == 200
+    assert path.stat().st_mode & 0o777 == 0o604 and json.loads(path.read_text())[0]["size"] == 7
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
+def test_fuzz_the_api_with_random_and_hostile_requests(tiny_editor, monkeypatch):
+    """Whatever arrives, the server answers with a status and a JSON error (or saves what `bgvid
+    run` accepts), never an exception of its own, and keeps serving."""
+    from _hostile import hostile_documents
+
+    from bgvid.stages.overrides import Overrides
+
+    _short_limits(monkeypatch, idle=0.5, request=2.0)
+    failures = []
+    real = tiny_editor.httpd.handle_error
+    monkeypatch.setattr(tiny_editor.httpd, "handle_error",
+                        lambda request, address: failures.append(sys.exc_info()[1]) or real(request, address))
+    port, token = tiny_editor.port, tiny_editor.token
+    path = Path(tiny_editor.strokes.path)
+    stroke = {"frames": "0", "mode": "remove", "size": 5, "softness": 0.5, "points": [[3, 3]]}
+    statuses = {}
+    for i, body in enumerate(hostile_documents(seed=7, count=300, stroke=stroke)):
+        headers = {}
+        if i % 10 == 1:
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        status, reply = _post(tiny_editor, body, headers)
+        statuses[status] = statuses.get(status, 0) + 1
+        assert status in (200, 400, 422), (status, body[:200], reply[:200])
+        assert set(json.loads(reply)) & {"saved", "error"}
+        if status == 200:
+            Overrides.load(path, width=64, height=48)  # what the editor saved, `bgvid run` reads
+    assert statuses.get(200, 0) > 10 and statuses.get(422, 0) > 10 and statuses.get(400, 0) > 10
+    # Raw requests: broken request lines, headers and lengths.
+    rng = np.random.default_rng(3)
+    raw = [b"GET / HTTP/1.0\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(200),
+           f"POST /{token}/api/strokes HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+           f"Content-Length: {'9' * 5000}\r\n\r\n[]".encode(),
+           f"POST /{token}/api/strokes HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+           f"Content-Length: -5\r\n\r\n[]".encode(),
+           f"POST /{token}/api/strokes HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+           f"Content-Length: 1_0\r\n\r\n[]".encode(),
+           f"POST /{token}/api/strokes HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+           f"Content-Length: 20\r\n\r\n[]".encode(),
+           f"GET /{token}/api/frame/{'9' * 5000} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode(),
+           f"GET /{token}/api/info HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n" .encode() + b"X: y\r\n" * 200 + b"\r\n"]
+    raw += [bytes(rng.integers(0, 256, int(rng.integers(1, 300)), dtype=np.uint8)) for _ in range(40)]
+    for data in raw:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)  # all sent: the server sees the end at once (idle drops are tested above)
+            closed, reply = _closed_within(sock, 5.0)
+            assert closed, data[:100]
+            if reply and not reply.startswith(b"HTTP/1."):  # an HTTP/0.9 request: a body alone
+                assert "error" in json.loads(reply), reply[:100]
+        finally:
+            sock.close()
+    assert http_get(f"/{token}/api/info", port)[0] == 200
+    assert not [f for f in failures if not isinstance(f, (ConnectionError, TimeoutError))], failures
+
+
 # ------------------------------------------------------------------------------------------ command line
 
 def _bgvid(*args, **kw):
@@ -618,26 +867,34 @@ def test_help_teaches_the_page_and_the_render_step():
         assert text in proc.stdout, text
 
 
-def test_bad_input_is_one_line_naming_the_file(tmp_path, selfie):
+def test_bad_input_is_one_line_naming_the_file(tmp_path, tiny_model):
     from _clips import make_clip
 
-    proc = _bgvid("edit", tmp_path / "missing.mp4", "--no-browser", "--model", "selfie")
+    proc = _bgvid("edit", tmp_path / "missing.mp4", "--no-browser", "--model", tiny_model)
     assert proc.returncode == 2 and "missing.mp4" in proc.stderr and "Traceback" not in proc.stderr
     clip = make_clip(tmp_path / "c.mp4", frames=3)
     bad = tmp_path / "bad.json"
     bad.write_text('[{"frames": "1", "mode": "erase", "size": 3, "softness": 0, "points": [[1, 1]]}]')
-    proc = _bgvid("edit", clip, "--overrides", bad, "--no-browser", "--model", "selfie")
+    proc = _bgvid("edit", clip, "--overrides", bad, "--no-browser", "--model", tiny_model)
     assert proc.returncode == 2 and "bad.json" in proc.stderr and "erase" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    proc = _bgvid("edit", clip, "--overrides", tmp_path / "strokes.txt", "--no-browser", "--model", "selfie")
+    # the same parsing at start-up as in `bgvid run`: a 5,000-digit size is one line, not a traceback
+    bad.write_text('[{"frames": "1", "mode": "remove", "size": %s, "softness": 0, "points": [[1, 1]]}]' % ("9" * 5000))
+    proc = _bgvid("edit", clip, "--overrides", bad, "--no-browser", "--model", tiny_model)
+    assert proc.returncode == 2 and "bad.json: stroke [0]: size" in proc.stderr and "5000 digits" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = _bgvid("edit", clip, "--overrides", tmp_path / "strokes.txt", "--no-browser", "--model", tiny_model)
     assert proc.returncode == 2 and "strokes.txt" in proc.stderr
 
 
-def test_command_prints_the_url_serves_and_stops_cleanly_on_ctrl_c(tmp_path, selfie):
+def test_command_prints_the_url_serves_and_stops_cleanly_on_ctrl_c(tmp_path):
     from _clips import make_clip
+    from _tiny_model import tiny_model
 
     clip = make_clip(tmp_path / "c.mp4", frames=3)
-    proc = subprocess.Popen([sys.executable, "-m", "bgvid", "edit", str(clip), "--model", "selfie", "--no-browser"],
+    (tmp_path / "model").mkdir()
+    model = tiny_model(tmp_path / "model")
+    proc = subprocess.Popen([sys.executable, "-m", "bgvid", "edit", str(clip), "--model", str(model), "--no-browser"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
@@ -646,8 +903,8 @@ def test_command_prints_the_url_serves_and_stops_cleanly_on_ctrl_c(tmp_path, sel
         port = int(m.group(1))
         status, body = http_get(f"/{m.group(2)}/", port)
         assert status == 200 and b"edit.js" in body
-        status, _ = http_get(f"/{m.group(2)}/api/strokes", port, method="POST", headers={"Content-Type": "application/json"},
-                             body=b'[{"frames": "0-2", "mode": "restore", "size": 9, "softness": 1, "points": [[5, 5]]}]')
+        body = b'[{"frames": "0-2", "mode": "restore", "size": 9, "softness": 1, "points": [[5, 5]]}]'
+        status, _ = http_get(f"/{m.group(2)}/api/strokes", port, method="POST", headers=JSON_TYPE, body=body)
         assert status == 200
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
@@ -657,4 +914,4 @@ def test_command_prints_the_url_serves_and_stops_cleanly_on_ctrl_c(tmp_path, sel
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "c_overrides.json holds 1 stroke" in err
     assert json.loads((tmp_path / "c_overrides.json").read_text())[0]["mode"] == "restore"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mp4", "c_overrides.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mp4", "c_overrides.json", "model"]

@@ -29,9 +29,13 @@ ALPHA_TOL = 1 / 255 + 1 / 1023  # chunk vs full run (smoother pre-roll) + one 10
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    """The tests' Ray, started as `bgvid farm` starts its own: on 127.0.0.1 only."""
+    from bgvid.apps.farm import start_local_ray
+
+    restore_env = start_local_ray(2, log_to_driver=False, logging_level=logging.ERROR)
     yield
     ray.shutdown()
+    restore_env()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,7 @@ def _assert_same_as_single_run(out: Path, full: Path) -> None:
     got = [rgba[..., 3].astype(np.int64) for _, _, rgba in read_rgba(out)]
     want = [rgba[..., 3].astype(np.int64) for _, _, rgba in read_rgba(full)]
     assert len(got) == len(want) == FRAMES
-    worst = max(np.abs(g - w).max() for g, w in zip(got, want, strict=False)) / 65535
+    worst = max(np.abs(g - w).max() for g, w in zip(got, want, strict=True)) / 65535
     assert worst <= ALPHA_TOL, worst
     assert _audio_packets(out) == _audio_packets(full)  # audio intact, byte for byte
 
@@ -166,13 +170,13 @@ def test_job_file_on_the_command_line(shot, tmp_path):
     failing shot gives exit 1 naming it, and the others are written."""
     src, full = shot
     (tmp_path / "plates").mkdir()
-    a = make_clip(tmp_path / "plates" / "a.mp4", width=64, height=48, frames=12, fps=25)
+    make_clip(tmp_path / "plates" / "a.mp4", width=64, height=48, frames=12, fps=25)
     job = tmp_path / "job.toml"
     job.write_text('chunk_size = 5\noutput_dir = "renders"\nformat = "webm"\n[options]\nmodel = "selfie"\n'
                    f'[[shot]]\ninput = "plates/a.mp4"\n[[shot]]\ninput = "{src}"\noutput = "renders/s.mov"\n'
                    'smooth = 0.3\n')
-    proc = subprocess.run([sys.executable, "-m", "bgvid", "farm", job, "--num-cpus", "2", "--json", "--progress", "json"],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "bgvid", "farm", job, "--num-cpus", "2", "--json",
+                           "--progress", "json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert [s["status"] for s in summary["shots"]] == ["done", "done"]
@@ -195,7 +199,6 @@ def test_sigterm_stops_the_command_cleanly_and_a_rerun_resumes(shot, tmp_path):
     faults = tmp_path / "faults"
     faults.mkdir()
     (faults / "shot.mp4@30-39").write_text("sleep 60")  # test hook: this chunk is still running at the kill
-    out = tmp_path / "o.mov"
     cmd = [sys.executable, "-m", "bgvid", "farm", src, "--output-dir", tmp_path, "--model", "selfie",
            "--chunk-size", str(CHUNK), "--num-cpus", "2", "--manifest", tmp_path / "m.json"]
     cmd = [str(c) for c in cmd]
@@ -218,7 +221,8 @@ def test_sigterm_stops_the_command_cleanly_and_a_rerun_resumes(shot, tmp_path):
     assert first["status"] == "interrupted" and "30-39" not in first["chunks"] and len(first["chunks"]) >= 3
 
     (faults / "shot.mp4@30-39").unlink()
-    again = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=dict(os.environ, **{FAULT_ENV: str(faults)}))
+    again = subprocess.run(cmd + ["--json"], capture_output=True, text=True,
+                           env=dict(os.environ, **{FAULT_ENV: str(faults)}))
     assert again.returncode == 0, again.stderr
     s = json.loads(again.stdout)["shots"][0]
     assert s["reused"] == len(first["chunks"]) and s["rendered"] == 4 - len(first["chunks"])
@@ -258,3 +262,192 @@ def test_farm_help_teaches():
     out = subprocess.run([sys.executable, "-m", "bgvid", "farm", "--help"], capture_output=True, text=True).stdout
     for needle in ("--chunk-size", "--address", "[[shot]]", "resume", "--retries"):
         assert needle in out, needle
+
+
+# ------------------------------------------------------------------------------------------ exposure
+
+# Inside a throw-away user + network namespace: a non-loopback address and a default route, which is
+# what made a stock ray.init listen on every interface (0.0.0.0, ::, the node's address).
+_NETNS = ("set -e; ip link set lo up; "
+          "if ip link add v0 type veth peer name v1 2>/dev/null; then dev=v0; ip link set v1 up; else dev=lo; fi; "
+          "ip addr add 10.99.0.2/24 dev $dev; ip link set $dev up; ip route add default via 10.99.0.1 dev $dev; "
+          'exec "$@"')
+
+_FARM_IN_NETNS = r"""
+import json, os, socket, sys, time
+from pathlib import Path
+
+import ray
+from ray._private import services
+
+from bgvid.apps.farm import Shot, run_farm
+
+src, model, out = sys.argv[1:4]
+routable = services.get_node_ip_address()  # where a stock ray.init would have put the node
+
+
+def tree(root):
+    children = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(next(l for l in open(f"/proc/{pid}/status") if l.startswith("PPid:")).split()[1])
+        except (OSError, StopIteration):
+            continue
+        children.setdefault(ppid, []).append(int(pid))
+    found, todo = set(), [root]
+    while todo:
+        p = todo.pop()
+        found.add(p)
+        todo += children.get(p, [])
+    return found
+
+
+def listeners():
+    owner = {}
+    for pid in tree(os.getpid()):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    owner[target[8:-1]] = open(f"/proc/{pid}/comm").read().strip()
+        except OSError:
+            pass
+    rows = []
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in open(f"/proc/net/{table}").read().splitlines()[1:]:
+            f = line.split()
+            if f[3] != "0A" or f[9] not in owner:  # 0A: LISTEN
+                continue
+            raw, port = f[1].split(":")
+            b = bytes.fromhex(raw)
+            b = b"".join(b[i:i + 4][::-1] for i in range(0, len(b), 4))
+            rows.append([socket.inet_ntop(family, b), int(port, 16), owner[f[9]]])
+    return rows
+
+
+seen = {}
+
+INTRUDER = "import logging, sys, ray; ray.init(address=sys.argv[1], logging_level=logging.ERROR); print('CONNECTED')"
+
+
+def intruder(gcs):
+    # A Ray client on this machine without this run's token: how the GCS answers it (Ray >= 2.60
+    # authenticates; the first refusal is logged within a second or two, then Ray retries for ~20 s).
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=os.environ["HOME"] + "/intruder", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # else it dials 10.99.0.2
+    os.makedirs(env["HOME"], exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", INTRUDER, gcs], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    answer, deadline = "no answer", time.time() + 40
+    try:
+        for line in proc.stdout:
+            if "Unauthenticated" in line or "InvalidAuthToken" in line:
+                answer = "UNAUTHENTICATED"
+                break
+            if "CONNECTED" in line:
+                answer = "CONNECTED"
+                break
+            if time.time() > deadline:
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    return answer
+
+
+def on_chunk(output, rng, record):
+    if seen:
+        return
+    time.sleep(3)  # Ray's agents open their ports a moment after start
+    rows = listeners()
+    reach = {}
+    for _, port, _ in rows:
+        s = socket.socket()
+        s.settimeout(2)
+        reach[port] = s.connect_ex((routable, port))
+        s.close()
+    gcs = ray.get_runtime_context().gcs_address
+    anonymous = intruder(gcs)
+    seen.update(listeners=rows, reach=reach, node_ip=ray.util.get_node_ip_address(), anonymous=anonymous,
+                gcs=gcs)
+
+
+result = run_farm([Shot(Path(src), Path(out), {"model": model})], chunk_size=10, num_cpus=1,
+                  manifest=Path(out).with_suffix(".json"), on_chunk=on_chunk)
+print("RESULT " + json.dumps(dict(seen, routable=routable, status=[s.status for s in result.shots],
+                                  ray=ray.__version__)))
+"""
+
+
+def _netns_problem():
+    import shutil
+
+    if not sys.platform.startswith("linux") or not shutil.which("unshare") or not shutil.which("ip"):
+        return "needs Linux with unshare(1) and ip(8) to make a network namespace"
+    probe = subprocess.run(["unshare", "-rn", "sh", "-c", _NETNS, "ns", "true"], capture_output=True, text=True)
+    if probe.returncode:
+        return f"cannot make a user+network namespace here: {probe.stderr.strip()[:200]}"
+    return None
+
+
+def test_a_local_farm_listens_on_loopback_only(tmp_path):
+    """`bgvid farm` without --address on a machine with a routable address and a default route:
+    while its chunks run, every socket its Ray listens on is 127.0.0.1 (or ::ffff:127.0.0.1), and
+    nothing answers on the routable address. A stock ray.init listened on 0.0.0.0 / :: there."""
+    import os
+    import tempfile
+
+    from _tiny_model import tiny_model
+
+    problem = _netns_problem()
+    if problem:
+        pytest.skip(problem)
+    model = tiny_model(tmp_path)
+    src = make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=20)
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix socket paths have a length limit
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(tmp_path), RAY_TMPDIR=ray_tmp)  # nobody's ~/.ray/auth_token, nobody's /tmp/ray
+    try:
+        proc = subprocess.run(["unshare", "-rn", "sh", "-c", _NETNS, "ns", sys.executable, "-c", _FARM_IN_NETNS,
+                               str(src), str(model), str(tmp_path / "clip_alpha.mov")],
+                              capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        import shutil
+
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
+    res = json.loads(line[len("RESULT "):])
+    assert res["status"] == ["done"]
+    assert res["routable"] == "10.99.0.2", "the namespace has no routable address: the test would prove nothing"
+    names = {name for _, _, name in res["listeners"]}
+    assert {"gcs_server", "raylet"} <= names, res["listeners"]
+    exposed = [row for row in res["listeners"] if not (row[0].startswith("127.") or row[0] == "::ffff:127.0.0.1")]
+    assert not exposed, f"Ray listens beyond loopback: {exposed}"
+    assert all(rc == 111 for rc in res["reach"].values()), res["reach"]  # ECONNREFUSED on 10.99.0.2
+    assert res["node_ip"] == "127.0.0.1" and res["gcs"].startswith("127.0.0.1:")
+    if tuple(int(x) for x in res["ray"].split(".")[:2]) >= (2, 60):  # and on loopback a token guards it
+        assert res["anonymous"] == "UNAUTHENTICATED", res["anonymous"]
+
+
+def test_two_local_farms_in_one_process(tmp_path):
+    # Ray keeps the first auth token a process loads: a second private Ray (a notebook running
+    # `run_farm` twice) must get the same token, and nothing of it stays in the environment.
+    code = """if True:
+        import logging, os, ray
+        from bgvid.apps.farm import start_local_ray
+        for _ in range(2):
+            restore = start_local_ray(1, log_to_driver=False, logging_level=logging.ERROR)
+            print(ray.util.get_node_ip_address(), ray.get(ray.remote(lambda: 7).remote()))
+            ray.shutdown()
+            restore()
+        print(sorted(k for k in os.environ if k.startswith("RAY_AUTH")), os.path.exists(os.path.expanduser("~/.ray")))
+    """
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HOME"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.stdout.splitlines() == ["127.0.0.1 7", "127.0.0.1 7", "[] False"], proc.stdout + proc.stderr[-3000:]

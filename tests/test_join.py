@@ -89,7 +89,7 @@ def test_join_of_separate_frame_runs_equals_the_single_run(shot, tmp_path):
     assert read_video_pts(out) == read_video_pts(full)  # same timestamps, same time base
     joined, single = _alphas(out), _alphas(full)
     assert len(joined) == len(single) == FRAMES
-    worst = max(np.abs(j - s).max() for j, s in zip(joined, single, strict=False)) / 65535
+    worst = max(np.abs(j - s).max() for j, s in zip(joined, single, strict=True)) / 65535
     assert worst <= ALPHA_TOL, worst
     assert _audio_packets(out) == _audio_packets(full)  # the source's audio, as a single run lays it in
     with av.open(str(out)) as c:
@@ -125,7 +125,8 @@ def test_webm_parts_start_on_keyframes_and_join_losslessly(shot, tmp_path):
     pieces = [rgba for p in (parts[1], parts[0]) for _, _, rgba in read_rgba(p)]
     whole = [rgba for _, _, rgba in read_rgba(out)]
     assert len(whole) == FRAMES
-    for a, b in zip(whole, pieces, strict=False):
+    assert len(pieces) == FRAMES
+    for a, b in zip(whole, pieces, strict=True):
         np.testing.assert_array_equal(a, b)
     assert read_video_pts(out, decoder="libvpx-vp9") == read_video_pts(single, decoder="libvpx-vp9")
     assert _audio_packets(out) == _audio_packets(single)
@@ -189,7 +190,8 @@ def test_parts_rendered_with_other_options_are_refused(shot, tmp_path):
 
 def test_files_that_are_not_parts_are_refused(shot, tmp_path):
     d, src, parts = shot
-    _user_error(bgvid_cli("join", parts[0], src, "-o", tmp_path / "o.mov"), "shot.mp4", "no bgvid part record", "--audio-from")
+    _user_error(bgvid_cli("join", parts[0], src, "-o", tmp_path / "o.mov"),
+                "shot.mp4", "no bgvid part record", "--audio-from")
     seq = make_image_sequence(tmp_path / "frames", count=2, pattern="%06d.png")
     _user_error(bgvid_cli("join", seq, "-o", tmp_path / "o.mov"), "frames", "PNG sequences need no join")
     _user_error(bgvid_cli("join", parts[0], "-o", tmp_path / "o.webm"), "ProRes", "name the output *.mov")

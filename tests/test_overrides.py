@@ -84,7 +84,8 @@ def test_stroke_coverage_matches_distance_to_polyline_and_ignores_point_spacing(
     assert cov.shape == (H, W) and cov.dtype == np.float32
     np.testing.assert_allclose(cov, _reference_coverage(points, 14, 0.6), atol=1e-4)
     # the same polyline with many extra points on it rasterises the same
-    dense = [p for a, b in zip(points, points[1:], strict=False) for p in np.linspace(a, b, 37)[:-1].tolist()] + [points[-1]]
+    pairs = zip(points[:-1], points[1:], strict=True)
+    dense = [p for a, b in pairs for p in np.linspace(a, b, 37)[:-1].tolist()] + [points[-1]]
     np.testing.assert_allclose(rasterize_stroke(dense, size=14, softness=0.6, width=W, height=H), cov, atol=1e-5)
 
 
@@ -285,3 +286,171 @@ def test_override_stage_applies_per_frame_index(tmp_path):
     untouched = FrameBatch(rgb=batch.rgb, frame_index=np.array([0, 1, 2], np.int64), pts=None,
                            time_base=Fraction(1, 25), alpha=alpha)
     assert stage.push(untouched)[0].alpha is alpha
+
+
+# ---------------------------------------------------------------- limits and hostile files
+# Each of these was a finding: a file that made a run take minutes, a traceback, a NaN matte.
+
+from bgvid.stages import overrides as _ov  # noqa: E402 - the limits, by name
+
+
+def _refusal(path, width=W, height=H) -> str:
+    """The InputError message Overrides.load gives for `path` (fails the test when it loads)."""
+    with pytest.raises(InputError) as info:
+        Overrides.load(path, width=width, height=height)
+    message = str(info.value)
+    assert info.value.exit_code == 2 and "\n" not in message and len(message) < 400, message
+    assert str(path) in message
+    return message
+
+
+def test_a_png_named_with_a_trailing_newline_is_not_frame_0(tmp_path):
+    # "$" matched before a trailing newline: "000000.png\n" was accepted as frame 0.
+    _png(tmp_path / "000000.png", 0)
+    (tmp_path / "000000.png").rename(tmp_path / "000000.png\n")
+    message = _refusal_of_folder(tmp_path)
+    assert "000000.png\\n" in message and "not an override file" in message
+
+
+def _refusal_of_folder(folder) -> str:
+    with pytest.raises(InputError) as info:
+        _load(folder)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_thousands_of_full_frame_segments_are_refused_before_any_work(tmp_path):
+    # One stroke, 20,000 points, size 1e9: each segment's box was the whole frame; 72 s for one
+    # 720p frame. Refused at load, naming the file, the stroke and the limit.
+    path = tmp_path / "overrides.json"
+    points = [[i * 0.05, 100 + i % 7] for i in range(20_000)]
+    _write_json(path, [_stroke(), _stroke(size=1e9, points=points)])
+    message = _refusal(path, 1280, 720)
+    assert "stroke [1]" in message and f"{_ov.WORK_PASSES} passes over 1280x720" in message
+    # the same points with a real brush are a real (long) stroke: accepted
+    _write_json(path, [_stroke(), _stroke(size=30, points=points)])
+    Overrides.load(path, width=1280, height=720)
+
+
+def test_the_work_budget_is_per_frame_and_names_the_stroke_that_goes_over(tmp_path):
+    # 2-point strokes with a brush wider than the frame: each costs two frame areas; the budget is
+    # WORK_PASSES frame areas per frame. Spread over frames they are fine; on one frame they are not.
+    path = tmp_path / "overrides.json"
+    n = _ov.WORK_PASSES // 2 + 5
+    spread = [_stroke(frames=str(i), size=3000, points=[[0, 0], [1280, 720]]) for i in range(n)]
+    _write_json(path, spread)
+    assert len(_ov.Overrides.load(path, width=1280, height=720).frames()) == n
+    stacked = [_stroke(frames="100-200", size=3000, points=[[0, 0], [1280, 720]]) for _ in range(n)]
+    _write_json(path, [_stroke(frames="0-99", size=3000, points=[[0, 0], [1280, 720]])] * n + stacked)
+    message = _refusal(path, 1280, 720)
+    over = _ov.WORK_PASSES // 2  # the stroke whose cost, with the ones before it, passes the budget
+    assert f"stroke [{over}]:" in message and "with the strokes before it on frame 0" in message
+
+
+def test_point_and_stroke_counts_have_limits(tmp_path):
+    path = tmp_path / "overrides.json"
+    _write_json(path, [_stroke(), _stroke(points=[[5, 5]] * (_ov.MAX_POINTS_PER_STROKE + 1))])
+    message = _refusal(path)
+    assert f"stroke [1]: {_ov.MAX_POINTS_PER_STROKE + 1} points" in message
+    assert f"limit of {_ov.MAX_POINTS_PER_STROKE} points in a stroke" in message
+
+    per = _ov.MAX_POINTS_PER_STROKE
+    n = _ov.MAX_POINTS // per + 1  # strokes at the per-stroke limit, one too many for the file
+    path.write_text(json.dumps([_stroke(frames=str(i), points=[[5, 5]] * per) for i in range(n)]))
+    message = _refusal(path)
+    assert f"stroke [{n - 1}]" in message and f"limit of {_ov.MAX_POINTS} points in a file" in message
+
+    path.write_text(json.dumps([_stroke(frames=str(i)) for i in range(_ov.MAX_STROKES + 1)]))
+    assert f"limit of {_ov.MAX_STROKES} strokes" in _refusal(path)
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(tmp_path):
+    path = tmp_path / "overrides.json"
+    with open(path, "w") as f:
+        f.write("[" + " " * _ov.MAX_JSON_BYTES + "]")
+    assert "MiB" in _refusal(path)
+
+
+def test_a_heavy_but_real_correction_is_within_every_limit(tmp_path):
+    # 2,000 strokes of 200 points (pointer events ~1 px apart), brushes of 20-400 px on 1080p,
+    # ranges that overlap up to ~50 strokes on a frame: far below every limit.
+    rng = np.random.default_rng(1)
+    strokes = []
+    for _ in range(2000):
+        start = rng.uniform([0, 0], [1920, 1080])
+        pts = np.round(start + np.cumsum(rng.uniform(-1, 1, (200, 2)), axis=0), 2).tolist()
+        a = int(rng.integers(0, 2000))
+        strokes.append(_stroke(frames=f"{a}-{a + 50}", size=float(rng.choice([20, 60, 150, 400])), points=pts))
+    path = tmp_path / "overrides.json"
+    path.write_text(json.dumps(strokes, indent=1))
+    assert "2000 strokes" in repr(Overrides.load(path, width=1920, height=1080))
+
+
+def test_a_brush_wider_than_the_frame_is_clamped_to_its_diagonal_and_never_makes_nan(tmp_path):
+    # size 1e300 overflowed float32: the whole matte became NaN.
+    path = tmp_path / "overrides.json"
+    _write_json(path, [_stroke(size=1e300, softness=0.5, points=[[10, 10]])])
+    out = _load(path).apply(_matte(), 0)
+    assert np.isfinite(out).all()
+    diagonal = float(np.hypot(W, H))
+    expected = 0.5 * (1 - rasterize_stroke([[10, 10]], size=diagonal, softness=0.5, width=W, height=H))
+    np.testing.assert_array_equal(out, expected.astype(np.float32))
+    # radius = half the diagonal (40 px here): soft band from 20 to 40 px, beyond it untouched
+    assert out[10, 10] == 0.0 and 0 < out[10, 40] < 0.5 and out[47, 63] == 0.5
+
+
+@pytest.mark.parametrize("text, detail", [
+    ('[{"frames": "1", "mode": "remove", "size": %s, "softness": 0.5, "points": [[1, 1]]}]' % ("9" * 5000),
+     "size must be a finite number, got a number of 5000 digits"),
+    ('[{"frames": "%s", "mode": "remove", "size": 3, "softness": 0.5, "points": [[1, 1]]}]' % ("9" * 5000),
+     "out of range"),
+    ('[{"frames": "1-%s", "mode": "remove", "size": 3, "softness": 0.5, "points": [[1, 1]]}]' % ("9" * 20),
+     "out of range"),
+    ('[{"frames": %s, "mode": "remove", "size": 3, "softness": 0.5, "points": [[1, 1]]}]' % ("9" * 5000),
+     "a number of 5000 digits"),
+    ('[{"frames": "1", "mode": "remove", "size": 3, "softness": 0.5, "points": [[%s, 1]]}]' % ("9" * 5000),
+     "points[0]"),
+    ('[{"frames": "1", "mode": "remove", "size": 3, "softness": 0.5, "points": [[1, 1]], "n": %s}]' % ("9" * 5000),
+     "key n: a number of 5000 digits"),
+    ('[{"frames": "1", "mode": "remove", "size": 3, "softness": 0.5, "points": [[1, 1]], "n": 1.%s}]' % ("5" * 5000),
+     "key n: a number of 5002 characters"),
+    ('[{"frames": "1", "mode": "remove", "size": 1e999, "softness": 0.5, "points": [[1, 1]]}]', "size"),
+    ('[{"frames": "1", "mode": "remove", "size": 3, "softness": 0.5, "points": [[1, 1]], "note": NaN}]',
+     "key note: NaN"),
+    ('[{"frames": "1", "mode": "remove", "size": 3, "softness": 0.5, "points": [[1, 1]], "x": {"y": [-Infinity]}}]',
+     "key x.y[0]: -Infinity"),
+    ('[{"frames": "1", "mode": "remove", "size": 3, "softness": 0.5, "points": [[1, 1]], "t": "\\ud800"}]',
+     "key t: text that is not valid Unicode"),
+    ('[{"frames": "1", "mode": "remove", "size": 3, "softness": 0.5, "points": [[1e300, 1]]}]', "points[0]"),
+], ids=["size-digits", "frames-text-digits", "frames-end-digits", "frames-int-digits", "point-digits",
+        "extra-int-digits", "extra-float-chars", "size-1e999", "extra-nan", "extra-infinity", "lone-surrogate",
+        "far-point"])
+def test_numbers_are_checked_before_conversion_and_errors_are_one_line(tmp_path, text, detail):
+    # Integers over 4,300 digits raised Python's int-to-str ValueError (a 51-line traceback);
+    # NaN in an ignored key was kept, and the editor's page could not parse it back.
+    path = tmp_path / "overrides.json"
+    path.write_text(text)
+    message = _refusal(path)
+    assert "stroke [0]" in message and detail in message, message
+
+
+def test_fuzz_the_json_loader_with_random_and_hostile_documents(tmp_path):
+    """No document, however broken, gets anything out of Overrides.load but a result or one
+    InputError line naming the file."""
+    from _hostile import hostile_documents
+
+    path = tmp_path / "overrides.json"
+    accepted = refused = 0
+    for data in hostile_documents(seed=20, count=1500, stroke=_stroke()):
+        path.write_bytes(data)
+        try:
+            overrides = Overrides.load(path, width=W, height=H)
+        except InputError as exc:
+            refused += 1
+            message = str(exc)
+            assert str(path) in message and "\n" not in message and len(message) < 400, (data[:200], message)
+            continue
+        accepted += 1
+        for frame in sorted(overrides.frames())[:3]:
+            assert np.isfinite(overrides.apply(_matte(), frame)).all(), data[:200]
+    assert accepted > 50 and refused > 500  # both paths were exercised

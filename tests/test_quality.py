@@ -123,8 +123,8 @@ def test_chunked_cli_output_joins_the_full_output(model_path, media, tmp_path):
     bgvid_cli("run", src, "-o", tmp_path / "part.mov", "--model", "selfie", "--frames", "100-119", "--quiet", check=0)
     full = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "full.mov")][100:120]
     part = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "part.mov")]
-    assert len(part) == 20
-    worst = max(np.abs(p.astype(np.int64) - f.astype(np.int64)).max() for p, f in zip(part, full, strict=False)) / 65535
+    assert len(part) == len(full) == 20
+    worst = max(np.abs(p.astype(np.int64) - f.astype(np.int64)).max() for p, f in zip(part, full, strict=True)) / 65535
     assert worst <= 1 / 255 + 1 / 1023  # + one 10-bit step of ProRes alpha quantisation
 
 
@@ -136,6 +136,39 @@ def test_refinements_find_the_person(model_path, media, refine):
     assert len(mattes) == 8
     centre = np.stack(mattes)[:, 60:110, 70:120]  # the man's face and chest
     assert centre.mean() > 0.8
+
+
+def test_guided_refinement_snaps_the_edge_to_the_picture(model_path, media):
+    """DAVIS 'swing' at 854x480: the model sees 256x256, so its matte really is upsampled. The guided
+    filter must put the matte's edges on the picture's edges (the image gradient under the matte's
+    gradient rises; measured +14% here, +11% on dance-jump) and match the hand-drawn masks better
+    than bilinear upsampling does, not merely differ from it."""
+    import cv2
+
+    model_path("selfie")
+    clip = media / "davis" / "swing"
+    masks = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127 for p in sorted((clip / "masks").glob("*.png"))[:8]]
+    runs = {refine: list(bgvid.iter_mattes(clip / "frames", model="selfie", frames="0-7", refine=refine))
+            for refine in ("none", "guided")}
+
+    def gradient(x):
+        return np.hypot(cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1))
+
+    def edge_strength(refine):  # image gradient, averaged with the matte's gradient as weight
+        out = []
+        for _, _, rgb, alpha in runs[refine]:
+            grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+            weight = gradient(alpha.astype(np.float32))
+            out.append(float((weight * gradient(grey)).sum() / weight.sum()))
+        return np.mean(out)
+
+    def iou(refine):
+        return np.mean([((a > 0.5) & m).sum() / ((a > 0.5) | m).sum()
+                        for (_, _, _, a), m in zip(runs[refine], masks, strict=True)])
+
+    assert len(masks) == len(runs["none"]) == len(runs["guided"]) == 8
+    assert edge_strength("guided") > 1.05 * edge_strength("none")
+    assert iou("guided") > iou("none")
 
 
 def test_bad_quality_options_are_named(tmp_path):
@@ -253,4 +286,5 @@ def test_choke_on_the_command_line(model_path, media, tmp_path):
         bgvid_cli("run", src, "-o", tmp_path / name, "--frames", "0-1", "--model", "selfie", "--quiet", *extra, check=0)
     plain = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "plain")]
     choked = [rgba[..., 3] for _, _, rgba in read_rgba(tmp_path / "choked")]
-    assert all((c <= p).all() and c.sum() < p.sum() for c, p in zip(choked, plain, strict=False))
+    assert len(plain) == len(choked) == 2  # an empty output must not pass
+    assert all((c <= p).all() and c.sum() < p.sum() for c, p in zip(choked, plain, strict=True))

@@ -40,7 +40,8 @@ def test_band_box_holds_the_whole_band():
         inside = np.zeros_like(band)
         inside[r0:r1, c0:c1] = True
         assert not (band & ~inside).any()
-        np.testing.assert_array_equal(_refine._band(plain[r0:r1, c0:c1], lo=0.02, hi=0.98, grow=grow), band[r0:r1, c0:c1])
+        np.testing.assert_array_equal(_refine._band(plain[r0:r1, c0:c1], lo=0.02, hi=0.98, grow=grow),
+                                      band[r0:r1, c0:c1])
 
 
 def test_area_crops_equal_the_full_resize():

@@ -41,7 +41,8 @@ def davis_swing(tmp_path_factory, request):
     if not clip_dir.is_dir():
         pytest.skip(f"real footage not found at {clip_dir}")
     frames = sorted((clip_dir / "frames").glob("*.jpg"))[:DAVIS_FRAMES]
-    masks = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127 for p in sorted((clip_dir / "masks").glob("*.png"))[:DAVIS_FRAMES]]
+    mask_files = sorted((clip_dir / "masks").glob("*.png"))[:DAVIS_FRAMES]
+    masks = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127 for p in mask_files]
     path = tmp_path_factory.mktemp("davis") / "swing.mp4"
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=24, options={"crf": "8", "preset": "ultrafast"})
@@ -180,11 +181,26 @@ def test_person_free_clip_is_mostly_transparent(model_path, media, tmp_path):
 
 # --- defaults, API, JSON, progress ------------------------------------------------------------------
 
+def _read_back_prores(path: Path, frames: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """The alpha planes of a ProRes 4444 file bgvid wrote, after checking codec, tag, size and frame count."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.codec_tag) == ("prores", "ap4h")
+        assert (stream.width, stream.height) == size
+    alphas = _alpha_frames(path)
+    assert len(alphas) == frames and all(a.shape == (size[1], size[0]) for a in alphas)
+    return alphas
+
+
 def test_default_output_sits_beside_the_input(model_path, tmp_path):
     model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "clip.mp4", frames=3)
     bgvid_cli("run", src, "--quiet", check=0)
-    assert (tmp_path / "clip_alpha.mov").is_file()
+    alphas = _read_back_prores(tmp_path / "clip_alpha.mov", 3, (64, 48))
+    # ...and it is the render `-o` names explicitly, with the same defaults
+    bgvid_cli("run", src, "-o", tmp_path / "explicit.mov", "--quiet", check=0)
+    explicit = _read_back_prores(tmp_path / "explicit.mov", 3, (64, 48))
+    assert all(np.array_equal(a, b) for a, b in zip(alphas, explicit, strict=True))
     img = make_image(tmp_path / "still.jpg", width=40, height=30)
     bgvid_cli("run", img, "--quiet", check=0)
     rgba = cv2.imread(str(tmp_path / "still_alpha.png"), cv2.IMREAD_UNCHANGED)
@@ -281,7 +297,8 @@ def test_output_directory_that_does_not_exist(tmp_path):
     _assert_user_error(bgvid_cli("run", src, "-o", tmp_path / "no" / "such" / "o.mov"), "no/such")
 
 
-@pytest.mark.parametrize("frames, needle", [("8-20", "has 10 frames (0-9)"), ("5-2", "reversed"), ("x", "expected A-B")])
+@pytest.mark.parametrize("frames, needle", [
+    ("8-20", "has 10 frames (0-9)"), ("5-2", "reversed"), ("x", "expected A-B")])
 def test_bad_frame_ranges(model_path, tmp_path, frames, needle):
     model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "clip.mp4", frames=10)
@@ -297,7 +314,29 @@ def test_existing_output_needs_force(model_path, tmp_path):
     _assert_user_error(bgvid_cli("run", src, "-o", out), "o.mov", "--force")
     assert out.read_bytes() == b"precious"
     bgvid_cli("run", src, "-o", out, "--force", "--quiet", check=0)
-    assert out.stat().st_size > 100
+    _read_back_prores(out, 3, (64, 48))  # replaced by the whole render
+
+
+_ONE_STROKE = '[{"frames": "%s", "mode": "remove", "size": %s, "softness": 0.5, "points": %s}]'
+
+
+@pytest.mark.parametrize("frames, size, points, needles", [
+    ("0", "9" * 5000, "[[1, 1]]", ["stroke [0]: size", "5000 digits"]),  # was a 51-line traceback, exit 1
+    ("9" * 5000, "3", "[[1, 1]]", ["stroke [0]", "out of range"]),
+    ("0", "1e9", json.dumps([[i * 0.05, 60 + i % 7] for i in range(20_000)]), ["stroke [0]", "per frame"]),
+    ("0", "3", "[[1, 1]], \"note\": NaN", ["stroke [0]: key note: NaN"]),
+], ids=["huge-size", "huge-frames", "work-per-frame", "nan"])
+def test_hostile_override_files_are_one_line_errors(tmp_path, frames, size, points, needles):
+    """Needs no cached model: the overrides are checked before any frame is decoded or segmented."""
+    from _tiny_model import tiny_model
+
+    model = tiny_model(tmp_path)
+    src = make_clip(tmp_path / "clip.mp4", width=176, height=144, frames=2)
+    bad = tmp_path / "strokes.json"
+    bad.write_text(_ONE_STROKE % (frames, size, points))
+    proc = bgvid_cli("run", src, "--model", model, "--overrides", bad, "-o", tmp_path / "o.mov", timeout=120)
+    _assert_user_error(proc, "strokes.json", *needles)
+    assert not (tmp_path / "o.mov").exists()
 
 
 def test_bad_background_and_device(tmp_path):

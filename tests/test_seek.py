@@ -15,7 +15,8 @@ def _frames(path, frames, monkeypatch=None, seek=True):
     if not seek:
         monkeypatch.setattr("bgvid.io.reader.SEEK_MIN_FRAMES", 10 ** 9)
     with VideoReader(path, frames=frames, batch_size=5) as reader:
-        out = [(int(i), int(p), rgb.copy()) for b in reader for i, p, rgb in zip(b.frame_index, b.pts, b.rgb, strict=False)]
+        out = [(int(i), int(p), rgb.copy())
+               for b in reader for i, p, rgb in zip(b.frame_index, b.pts, b.rgb, strict=False)]
     monkeypatch.undo() if not seek else None
     return out
 
@@ -53,6 +54,7 @@ def test_seeking_really_skips_the_frames_before_the_range(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("codec,ext", [("prores_ks", ".mov"), ("libvpx-vp9", ".webm"), ("libx264", ".mkv")])
 def test_seeking_equals_decoding_from_the_start_per_container(tmp_path, monkeypatch, codec, ext):
-    src = make_clip(tmp_path / f"clip{ext}", frames=80, codec=codec, pix_fmt="yuv422p10le" if codec == "prores_ks" else None)
+    src = make_clip(tmp_path / f"clip{ext}", frames=80, codec=codec,
+                    pix_fmt="yuv422p10le" if codec == "prores_ks" else None)
     rng = (SEEK_MIN_FRAMES + 5, 75)
     _same(_frames(src, rng), _frames(src, rng, monkeypatch, seek=False))

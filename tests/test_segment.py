@@ -90,7 +90,8 @@ def test_users_own_onnx_with_a_spec_beside_it(model_path, portrait, tmp_path):
 @pytest.mark.parametrize("toml, message", [
     ('[input]\nname = "image"\nlayout = "NHWC"\nsize = [256, 256]\n', "spec names input 'image'"),
     ('[input]\nname = "input"\nlayout = "NCHW"\nsize = [256, 256]\n', "does not match layout NCHW"),
-    ('[input]\nname = "input"\nlayout = "NHWC"\nsize = [256, 256]\n[output]\nname = "mask"\n', "spec names output 'mask'"),
+    ('[input]\nname = "input"\nlayout = "NHWC"\nsize = [256, 256]\n[output]\nname = "mask"\n',
+     "spec names output 'mask'"),
     ('[input]\nname = "input"\nlayout = "HWC"\nsize = [256, 256]\n', "layout must be one of NCHW, NHWC"),
 ])
 def test_spec_that_does_not_match_the_graph_is_named(model_path, tmp_path, toml, message):

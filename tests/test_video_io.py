@@ -402,7 +402,8 @@ def test_corrupt_frame_is_an_input_error_naming_file_and_frame(tmp_path):
 
 def _batch(info, n=2):
     rgb = np.stack([C.pattern(i, info.width, info.height) for i in range(n)])
-    return FrameBatch(rgb=rgb, frame_index=np.arange(n), pts=np.arange(n) * int(1 / (info.average_rate * info.time_base)),
+    return FrameBatch(rgb=rgb, frame_index=np.arange(n),
+                      pts=np.arange(n) * int(1 / (info.average_rate * info.time_base)),
                       time_base=info.time_base, alpha=np.ones((n, info.height, info.width), np.float32))
 
 

@@ -226,7 +226,8 @@ class FileSource(Source):
         self._own_rate = Fraction(rate) if rate else None
         self.fixed_rate = _parse_fps(fps)
         self.fps = self.fixed_rate or self._own_rate or Fraction(25)
-        self.description = f"{self.path} ({self.width}x{self.height} at {float(self.fps):g} fps{', looping' if loop else ''})"
+        self.description = (f"{self.path} ({self.width}x{self.height} at {float(self.fps):g} fps"
+                            f"{', looping' if loop else ''})")
 
     def _capture(self) -> None:
         import av
@@ -366,7 +367,8 @@ class VirtualCamSink(Sink):
                 import pyvirtualcam
             except ImportError:
                 raise BgvidError("--sink virtual needs pyvirtualcam: pip install 'bgvid[cam]' (and on Linux "
-                                 "the v4l2loopback kernel module: sudo modprobe v4l2loopback exclusive_caps=1)") from None
+                                 "the v4l2loopback kernel module: sudo modprobe v4l2loopback "
+                                 "exclusive_caps=1)") from None
             try:
                 camera = pyvirtualcam.Camera(width=width, height=height, fps=float(fps), device=device,
                                              backend=backend, fmt=pyvirtualcam.PixelFormat.RGB)
@@ -434,7 +436,8 @@ class StreamSink(Sink):
         stream.time_base = Fraction(1) / self.fps
         stream.codec_context.time_base = Fraction(1) / self.fps
         if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(max(1, round(float(self.fps)) * 2))}
+            stream.options = {"preset": "ultrafast", "tune": "zerolatency",
+                              "g": str(max(1, round(float(self.fps)) * 2))}
             stream.bit_rate = bitrate or int(width * height * float(self.fps) * 0.1)
         else:
             stream.codec_context.gop_size = max(1, round(float(self.fps)))
@@ -629,16 +632,12 @@ class LiveSession:
                  provider: str = "cpu", threaded_sink: bool = True, report: Optional[Report] = None):
         from ..io.background import open_background
         from ..models.segmenter import Segmenter
-        from ..stages.stages import CompositeStage, FinishStage, SegmentStage, SmoothStage, UpsampleStage
+        from ..stages.options import PictureOptions, build_chain
 
-        if every < 1:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise InputError(f"--every must be at least 1, got {every}")
-        if smooth is not None and not 0.0 <= float(smooth) < 1.0:
-            raise InputError(f"--smooth must be a strength in [0, 1), got {smooth}")
-        if refine not in ("none", "guided"):
-            raise InputError(f"--refine must be none or guided, got {refine!r}")
-        if feather < 0:
-            raise InputError(f"--feather must be >= 0 pixels, got {feather}")
+        options = PictureOptions.preset("cam", model=model, smooth=smooth, refine=refine, choke=choke, feather=feather,
+                                        background=background)
         self.report = report or (lambda m: None)
         self.source, self.sink = source, sink
         self.every = int(every)
@@ -647,21 +646,19 @@ class LiveSession:
             self.segmenter = segmenter or Segmenter.from_name(model, provider=provider, threads=threads,
                                                               report=self.report)
             if self.segmenter.recurrent and self.every > 1:
-                raise InputError(f"--every {every}: model {self.segmenter.spec.name!r} is recurrent and must see every frame")
+                raise InputError(f"--every {every}: model {self.segmenter.spec.name!r} is recurrent and must see "
+                                 "every frame")
+            chain = build_chain(options, self.segmenter, width=source.width, height=source.height,
+                                background=self.background)
         except BaseException:
             self.background.close()
             raise
-        self.segment = SegmentStage(self.segmenter)
-        rest = []
-        if smooth:
-            rest.append(SmoothStage(float(smooth)))
-        rest.append(UpsampleStage(refine))
-        if choke or feather:
-            rest.append(FinishStage(choke, feather))
-        rest.append(CompositeStage(self.background))
+        self.segment = chain.segment
+        rest = chain.after_segment()
         self.stages = rest
         self.stats = LiveStats(source_fps=float(source.fps),
-                               stage_seconds={"convert": 0.0, "segment": 0.0, **{s.name: 0.0 for s in rest}, "sink": 0.0})
+                               stage_seconds={"convert": 0.0, "segment": 0.0, **{s.name: 0.0 for s in rest},
+                                              "sink": 0.0})
         self._carried = None  # the last model matte (model resolution), for --every
         self._processed = 0
         self._color = None  # the source's colour tags, from its first frame
@@ -788,6 +785,8 @@ class LiveSession:
             self.sink.close()
         finally:
             self.source.close()
+            for stage in (self.segment, *self.stages):
+                stage.close()
             self.background.close()
 
 
@@ -802,7 +801,8 @@ def open_live(source: str | Source = "/dev/video0", sink: str | Sink = "virtual"
     _parse_fps(fps)
     src = source if isinstance(source, Source) else open_source(source, size=size, fps=fps, loop=loop)
     try:
-        snk = sink if isinstance(sink, Sink) else open_sink(sink, src.width, src.height, src.fps, codec=codec, camera=camera)
+        snk = sink if isinstance(sink, Sink) else open_sink(sink, src.width, src.height, src.fps, codec=codec,
+                                                            camera=camera)
     except BaseException:
         src.close()
         raise

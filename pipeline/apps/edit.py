@@ -29,11 +29,11 @@ from __future__ import annotations
 import bisect
 import hmac
 import http.server
+import io
 import json
 import os
 import re
 import secrets
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -50,7 +50,13 @@ from ..errors import BgvidError, InputError
 __all__ = ["EditorServer", "FrameError", "FrameSource", "MatteSource", "StrokeFile", "default_overrides_path"]
 
 Report = Callable[[str], None]
-MAX_BODY = 32 << 20  # a save request larger than this is refused (413)
+MAX_BODY = 32 << 20  # a save request larger than this is refused (413): the limit of an overrides.json
+# Server limits: a connection that sends nothing for IDLE_SECONDS, or has not sent its whole request
+# (headers and body) after REQUEST_SECONDS, is dropped; at most MAX_CONNECTIONS are served at once
+# (more are answered 503 at once, without a thread).
+IDLE_SECONDS = 10.0
+REQUEST_SECONDS = 60.0
+MAX_CONNECTIONS = 32
 _STATIC = {"": ("index.html", "text/html; charset=utf-8"),
            "edit.js": ("edit.js", "text/javascript; charset=utf-8"),
            "edit.css": ("edit.css", "text/css; charset=utf-8")}
@@ -315,19 +321,19 @@ class MatteSource:
     the PNG layers of an overrides folder). Consecutive frames continue the model's and the
     smoother's state instead of starting over; results are cached per frame."""
 
-    def __init__(self, frames: FrameSource, segmenter, *, smooth: Optional[float], refine: Optional[str] = None,
-                 choke: float = 0.0, feather: float = 0.0, png_layers=None, cache_bytes: int = 128 << 20):
-        from ..kernels import warmup_frames
-        from .run import RECURRENT_PREROLL
+    def __init__(self, frames: FrameSource, segmenter, options=None, *, png_layers=None,
+                 cache_bytes: int = 128 << 20):
+        from ..stages.options import PictureOptions, build_chain
 
         self.frames = frames
         self.segmenter = segmenter
-        self.smooth = smooth or None
-        self.refine = refine or run_default("refine")
-        self.choke, self.feather = float(choke), float(feather)
+        self.options = options if options is not None else PictureOptions.preset("edit")
+        # the matte before the strokes: the stages of `bgvid run` up to choke/feather (PNG layers below)
+        self.chain = build_chain(self.options.replace(overrides=None, decontaminate=False, background=None),
+                                 segmenter, width=frames.info.width, height=frames.info.height)
+        self.smooth = self.options.smooth_strength(segmenter.recurrent)
         self.png_layers = png_layers
-        self.preroll = max(warmup_frames(self.smooth) if self.smooth else 0,
-                           RECURRENT_PREROLL if segmenter.recurrent else 0)
+        self.preroll = self.options.preroll(segmenter.recurrent)
         self._low = _LRU(64 << 20)  # per-frame model output (per-frame models only)
         self._full = _LRU(cache_bytes)
         self._chain: Optional[_Chain] = None
@@ -368,23 +374,21 @@ class MatteSource:
     def _finish(self, n, first, rgb, seg_state, smooth_state) -> np.ndarray:
         """Frames first..n -> the matte of n, through `bgvid run`'s own stage objects."""
         from ..frames import FrameBatch
-        from ..stages.stages import SmoothStage, UpsampleStage
 
         low, seg_state = self._segment(rgb, list(range(first, n + 1)), seg_state)
         batch = FrameBatch(rgb=rgb, frame_index=np.arange(first, n + 1, dtype=np.int64), pts=None,
                            time_base=self.frames.info.time_base, alpha=low)
-        if self.smooth:
-            smoother = SmoothStage(self.smooth, state=smooth_state)
+        smoother = self.chain.smooth
+        if smoother is not None:
+            smoother.state = smooth_state
             (batch,) = smoother.push(batch)
             smooth_state = smoother.state
         self._chain = _Chain(n, seg_state, smooth_state)
         last = FrameBatch(rgb=rgb[-1:], frame_index=batch.frame_index[-1:], pts=None, time_base=batch.time_base,
                           alpha=batch.alpha[-1:])
-        (last,) = UpsampleStage(self.refine).push(last)
-        if self.choke or self.feather:
-            from ..stages.stages import FinishStage
-
-            (last,) = FinishStage(self.choke, self.feather).push(last)
+        for stage in (self.chain.upsample, self.chain.finish):
+            if stage is not None:
+                (last,) = stage.push(last)
         alpha = last.alpha[0]
         if self.png_layers is not None:
             alpha = self.png_layers.apply(alpha, n)
@@ -454,24 +458,26 @@ class StrokeFile:
         return Overrides(layers, width=self.width, height=self.height) if layers else None
 
     def load(self) -> list:
-        """The strokes as JSON objects (validated; [] when the file does not exist yet)."""
-        from ..stages.overrides import Overrides
+        """The strokes as JSON objects (validated as `bgvid run` validates them: InputError naming
+        the file; [] when the file does not exist yet)."""
+        from ..stages.overrides import load_json_document
 
         if not self.path.exists():
             return []
-        Overrides.load(self.path, width=self.width, height=self.height)  # InputError naming the file
-        return json.loads(self.path.read_text(encoding="utf-8"))
+        return load_json_document(self.path, width=self.width, height=self.height)
 
     def save(self, strokes) -> int:
         """Validate and write atomically; returns the number of strokes. InputError for strokes
         `bgvid run` would refuse (the file is left as it was)."""
-        from ..stages.overrides import Overrides
+        from ..stages.overrides import Overrides, check_strokes
 
-        if not isinstance(strokes, list):
-            raise InputError("expected a JSON list of strokes")
-        text = "[" + ",\n ".join(json.dumps(s, ensure_ascii=False) for s in strokes) + "]\n"
+        # The checks of `bgvid run`, with its message, before anything is written.
+        check_strokes(strokes, source=self.path, width=self.width, height=self.height)
+        text = "[" + ",\n ".join(json.dumps(s, ensure_ascii=False, allow_nan=False) for s in strokes) + "]\n"
         with self._lock:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp.json", dir=self.path.parent)
+            # A new file gets the umask's mode (0o666 & ~umask), as every other file bgvid writes.
+            tmp = str(self.path.parent / f".{self.path.name}.{secrets.token_hex(8)}.tmp.json")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write(text)
@@ -497,6 +503,27 @@ class StrokeFile:
 # The server
 # --------------------------------------------------------------------------------------------------
 
+class _DeadlineReader(io.RawIOBase):
+    """The socket as the request's input stream, with a deadline for the whole request: each read
+    waits at most IDLE_SECONDS and never past the deadline (then TimeoutError, which ends the
+    connection), so a client that trickles its headers or body cannot hold a thread for long."""
+
+    def __init__(self, sock, deadline: float):
+        self.sock, self.deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        import time
+
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request took too long to arrive")
+        self.sock.settimeout(min(IDLE_SECONDS, left))
+        return self.sock.recv_into(buffer)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "bgvid-edit"
     sys_version = ""
@@ -505,12 +532,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
         pass
 
+    def setup(self) -> None:
+        import time
+
+        self.timeout = IDLE_SECONDS  # the socket's timeout (the stdlib sets it in setup())
+        super().setup()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, time.monotonic() + REQUEST_SECONDS))
+
     # -- helpers ---------------------------------------------------------------------------------
     @property
     def editor(self) -> "EditorServer":
         return self.server.editor  # type: ignore[attr-defined]
 
     def _send(self, status: int, body: bytes, ctype: str, extra: Optional[dict] = None) -> None:
+        self.connection.settimeout(IDLE_SECONDS)  # the reply: a reader that stops reading is dropped
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -527,25 +562,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, status: int, obj) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json")
+        try:
+            body = json.dumps(obj, allow_nan=False).encode()  # the page's resp.json() reads only real JSON
+        except (ValueError, TypeError) as exc:
+            status, body = 500, json.dumps({"error": f"reply is not JSON: {exc}"}).encode()
+        self._send(status, body, "application/json")
 
     def _error(self, status: int, message: str) -> None:
         self._json(status, {"error": message})
 
+    def send_error(self, code, message=None, explain=None):  # the stdlib's replies to broken requests
+        self.close_connection = True
+        self._error(code, message or self.responses.get(code, ("error",))[0])
+
     def _route(self) -> Optional[str]:
         """The path after /TOKEN/, or None after refusing the request."""
         ed = self.editor
+        path = urlsplit(self.path).path
+        prefix, _, rest = path.lstrip("/").partition("/")
+        if not hmac.compare_digest(prefix.encode(), ed.token.encode()):  # the token first, before any work
+            self._error(403, "forbidden: open the URL bgvid edit printed (it carries the access token)")
+            return None
         host = self.headers.get("Host", "")
         if host not in ed.allowed_hosts:
             self._error(403, "forbidden: unexpected Host header")
             return None
         if self.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             self._error(403, "forbidden: cross-site request")
-            return None
-        path = urlsplit(self.path).path
-        prefix, _, rest = path.lstrip("/").partition("/")
-        if not hmac.compare_digest(prefix.encode(), ed.token.encode()):
-            self._error(403, "forbidden: open the URL bgvid edit printed (it carries the access token)")
             return None
         if path == f"/{prefix}":
             self._send(302, b"", "text/plain", {"Location": f"/{ed.token}/"})
@@ -609,18 +652,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
             self._error(415, "send the strokes as application/json")
             return
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
+        declared = self.headers.get("Content-Length", "").strip()
+        if not re.fullmatch(r"[0-9]{1,12}", declared):  # checked before it is converted
             self._error(411, "Content-Length required")
             return
-        if not 0 <= length <= MAX_BODY:
-            self._error(413, "request too large")
+        length = int(declared)
+        if length > MAX_BODY:
+            self._error(413, f"request too large (at most {MAX_BODY >> 20} MiB)")
+            return
+        from ..stages.overrides import decode_json
+
+        body = self.rfile.read(length)  # TimeoutError (the connection is dropped) past the deadline
+        if len(body) != length:
+            self._error(400, "request body shorter than its Content-Length")
             return
         try:
-            strokes = json.loads(self.rfile.read(length).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            self._error(400, f"not valid JSON: {exc}")
+            strokes = decode_json(body.decode("utf-8"), ed.strokes.path)
+        except UnicodeDecodeError:
+            self._error(400, "not valid JSON: not UTF-8 text")
+            return
+        except InputError as exc:
+            self._error(400, str(exc))
             return
         try:
             count = ed.strokes.save(strokes)
@@ -629,6 +681,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         except OSError as exc:
             self._error(500, f"{ed.strokes.path}: cannot save: {exc.strerror or exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug: say so on the page, keep serving
+            self.server.handle_error(self.request, self.client_address)
+            self._error(500, f"cannot save: {type(exc).__name__}: {exc}")
             return
         ed.report(f"Saved {count} stroke{'s' if count != 1 else ''} to {ed.strokes.path}")
         self._json(200, {"saved": count, "path": str(ed.strokes.path)})
@@ -644,6 +700,36 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = False  # server_close() waits for requests in flight (a save completes)
     block_on_close = True
     allow_reuse_address = False
+    request_queue_size = 64
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address):
+        """A thread per connection, at most MAX_CONNECTIONS at once: one more is answered 503 at
+        once from the accepting thread (a non-blocking send) and closed, no thread started."""
+        if not self._slots.acquire(blocking=False):
+            body = b'{"error": "busy: too many connections to bgvid edit"}'
+            try:
+                request.setblocking(False)
+                request.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                             b"Retry-After: 1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request, client_address):
         import sys
@@ -661,16 +747,11 @@ class EditorServer:
     def __init__(self, src, *, overrides=None, model: Optional[str] = None, device: str = "auto",
                  provider: Optional[str] = None, refine: Optional[str] = None, smooth="auto", choke: float = 0.0,
                  feather: float = 0.0, port: int = 0, report: Optional[Report] = None, token: Optional[str] = None):
-        from .run import REFINES
+        from ..stages.options import PictureOptions
 
         self.report = report or (lambda m: None)
-        refine = refine or run_default("refine")
-        if refine not in REFINES:
-            raise InputError(f"--refine must be one of {', '.join(REFINES)}, got {refine!r}")
-        if smooth not in (None, "auto") and not 0.0 <= float(smooth) < 1.0:
-            raise InputError(f"--smooth must be a strength in [0, 1), got {smooth}")
-        if feather < 0:
-            raise InputError(f"--feather must be >= 0 pixels, got {feather}")
+        self.picture = PictureOptions.preset("edit", model=model, refine=refine or run_default("refine"),
+                                             smooth=smooth, choke=choke, feather=feather)
         self._choke_feather = (float(choke), float(feather))
         self.src = Path(src)
         self.frames = FrameSource(self.src)
@@ -683,9 +764,8 @@ class EditorServer:
         self._static: dict[str, bytes] = {}
 
     def _setup(self, overrides, model, device, provider, refine, smooth, port, token) -> None:
-        from ..kernels import DEFAULT_STRENGTH
+        from ..device import default_model, resolve_device
         from ..models.segmenter import Segmenter
-        from .run import default_model, resolve_device
 
         info = self.frames.info
         if self.frames.count < 1:
@@ -699,13 +779,12 @@ class EditorServer:
             self.report(f"Model: {why}")
         self.segmenter = Segmenter.from_name(str(model), provider=choice.provider, report=self.report)
         smooth_arg = smooth
-        if smooth == "auto":
-            smooth = None if self.segmenter.recurrent else DEFAULT_STRENGTH
-        self.mattes = MatteSource(self.frames, self.segmenter, smooth=smooth, refine=refine, choke=self._choke_feather[0],
-                                  feather=self._choke_feather[1], png_layers=self.strokes.png_layers())
+        smooth = self.picture.smooth_strength(self.segmenter.recurrent)
+        self.mattes = MatteSource(self.frames, self.segmenter, self.picture, png_layers=self.strokes.png_layers())
         self.model = self.segmenter.spec.name
-        self.options = {"model": self.model, "refine": refine, "smooth": smooth}
-        self._smooth_flag = "" if smooth_arg == "auto" else (" --no-smooth" if not smooth_arg else f" --smooth {smooth_arg}")
+        self.options = {"model": self.model, "refine": self.picture.refine, "smooth": smooth}
+        self._smooth_flag = ("" if smooth_arg == "auto" else
+                             (" --no-smooth" if not smooth_arg else f" --smooth {smooth_arg}"))
         self.token = token or secrets.token_urlsafe(24)
         try:
             self.httpd = _HTTPServer(("127.0.0.1", int(port)), _Handler)
@@ -735,8 +814,11 @@ class EditorServer:
         for flag, value in zip(("--choke", "--feather"), self._choke_feather, strict=False):
             if value:
                 run += f" {flag} {value:g}"
+        from ..stages import overrides as _ov
+
+        limits = {"points_per_stroke": _ov.MAX_POINTS_PER_STROKE, "points": _ov.MAX_POINTS, "strokes": _ov.MAX_STROKES}
         return {"name": self.src.name, "width": info.width, "height": info.height, "frames": self.frames.count,
-                "fps": rate, "overrides": str(self.strokes.path), "run": run, **self.options}
+                "fps": rate, "overrides": str(self.strokes.path), "run": run, "limits": limits, **self.options}
 
     def frame_jpeg(self, n: int) -> bytes:
         import cv2

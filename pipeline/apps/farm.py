@@ -78,19 +78,24 @@ def default_chunk_size(model: Optional[str], smooth="auto") -> int:
     """Frames per chunk: 8x the pre-roll a chunk renders before its first frame (so the pre-roll costs
     at most 1/8 more), at least 100. smooth: "auto" (the model's default), a strength, or None (off).
     rvm: 256 (32-frame recurrent pre-roll); selfie/isnet: 8x the smoothing warm-up."""
-    from ..kernels import DEFAULT_STRENGTH, warmup_frames
     from ..models.catalog import get_model
-    from .run import RECURRENT_PREROLL
+    from ..stages.options import PictureOptions
 
     recurrent = False
     try:
         recurrent = get_model(model or "rvm").recurrent is not None
     except BgvidError:
         pass  # a user's own .onnx: assume per-frame
-    if smooth == "auto":
-        smooth = None if recurrent else DEFAULT_STRENGTH
-    preroll = max(warmup_frames(float(smooth)) if smooth else 0, RECURRENT_PREROLL if recurrent else 0)
-    return max(100, 8 * preroll)
+    return max(100, 8 * PictureOptions(smooth=smooth).preroll(recurrent))
+
+
+def picture_options(options: dict):
+    """A shot's options (names as on `bgvid run`) -> the validated PictureOptions they render with."""
+    from ..stages.options import PictureOptions
+
+    fields = ("model", "model_spec", "matte", "refine", "smooth", "overrides", "downsample_ratio", "decontaminate",
+              "choke", "feather")
+    return PictureOptions.preset("run", **{k: options[k] for k in fields if k in options})
 
 
 def _default_output(src: Path, options: dict, fmt: str, output_dir: Optional[Path]) -> Path:
@@ -108,7 +113,8 @@ def _check_options(options: dict, where: str) -> dict:
         if key not in RUN_OPTIONS:
             raise InputError(f"{where}: unknown option {k!r} (known: {', '.join(sorted(RUN_OPTIONS))})")
         kind = RUN_OPTIONS[key]
-        if kind is not object and v is not None and not isinstance(v, kind) and not (kind is float and isinstance(v, int)):
+        if (kind is not object and v is not None and not isinstance(v, kind)
+                and not (kind is float and isinstance(v, int))):
             raise InputError(f"{where}: option {k!r} must be {kind.__name__}, got {v!r}")
         out[key] = v
     if out.get("smooth") in (0, 0.0, False, "none", "off"):
@@ -294,6 +300,77 @@ def _restore_signals(saved: dict) -> None:
                 pass
 
 
+LOOPBACK = "127.0.0.1"
+# Ray's variables for its token authentication (Ray >= 2.60); bgvid leaves them to a user who sets any.
+_RAY_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+_LOCAL_TOKEN: Optional[str] = None  # this process's token for its local Rays
+
+
+def start_local_ray(num_cpus: Optional[int] = None, **init_kwargs) -> Callable[[], None]:
+    """Start the private Ray of a local `bgvid farm`: every process of it (GCS server, raylet,
+    workers, agents) listens on 127.0.0.1 only, whatever addresses and routes the machine has, and
+    (Ray >= 2.60) clients need this run's own token. Returns a function that restores the process
+    environment; call it after ray.shutdown().
+
+    How: Ray binds its servers to loopback only when the node IP is literally 127.0.0.1, and
+    ray.init replaces _node_ip_address="127.0.0.1" by the machine's routable address unless its
+    cluster switch (ray._private.ray_constants.ENABLE_RAY_CLUSTER, from the environment variable
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER read at `import ray`) is off. Both are set for the start (the
+    variable for the processes Ray spawns), then put back. Token authentication is Ray's default
+    for a new local cluster; a token of this run's own in RAY_AUTH_TOKEN (inherited by Ray's
+    processes, readable only by this user) keeps Ray from writing ~/.ray/auth_token world-readable.
+    address="local" starts a new cluster even where RAY_ADDRESS is set. The node IP is checked
+    afterwards: a Ray that came up elsewhere is shut down and this is an error, never a silent
+    exposure."""
+    import secrets
+
+    ray = _need_ray()
+    # (Ray itself sets RAY_AUTH_MODE=token in this process when it turns authentication on)
+    saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", *_RAY_AUTH_VARS)}
+
+    def restore_env() -> None:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another Ray layout: the node-IP check below still guards
+        ray_constants = None
+    switch = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if switch is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    if not any(os.environ.get(k) for k in _RAY_AUTH_VARS):
+        global _LOCAL_TOKEN
+        # One token per process: Ray keeps the first token it loads, so a second local farm in the
+        # same process (a notebook) must present the same one.
+        _LOCAL_TOKEN = _LOCAL_TOKEN or secrets.token_hex(32)
+        os.environ["RAY_AUTH_TOKEN"] = _LOCAL_TOKEN
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
+                 **init_kwargs)
+    except BaseException:
+        restore_env()
+        raise
+    finally:
+        if switch is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = switch
+        if saved["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = saved["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:
+        ray.shutdown()
+        restore_env()
+        raise BgvidError(f"the local Ray came up on {node_ip}, not on {LOOPBACK} only (Ray {ray.__version__}); "
+                         "bgvid will not expose it: start a cluster yourself and pass --address")
+    return restore_env
+
+
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail fast on a HOST:PORT (or ray://HOST:PORT) nobody listens on: Ray itself retries for minutes."""
     import re
@@ -352,10 +429,9 @@ def _plan_shot(shot: Shot, manifest: dict, chunk_size: Optional[int], overwrite:
     from ..io.join import file_sha256
     from ..io.reader import probe
     from ..io.writer import output_kind
-    from .run import _check_quality_options
 
     src = shot.input
-    _check_quality_options(shot.options.get("refine", "none"), shot.options.get("smooth", "auto"))
+    picture_options(shot.options)  # a bad option is an error before anything is hashed or rendered
     info = probe(src)
     if info.is_image:
         raise InputError(f"{src}: is a single image; the farm renders videos (use bgvid run)")
@@ -508,12 +584,14 @@ def run_farm(shots: Sequence[Shot], *, chunk_size: Optional[int] = None, address
         if p.skipped:
             report(f"{p.shot.output}: up to date (manifest {man_path.name}); skipped")
         elif len(p.ranges) - len(p.todo):
-            report(f"{p.shot.input.name}: resuming, {len(p.ranges) - len(p.todo)} of {len(p.ranges)} chunks already done")
+            report(f"{p.shot.input.name}: resuming, {len(p.ranges) - len(p.todo)} of {len(p.ranges)} "
+                   "chunks already done")
     if progress:
         progress(done_frames, total)
 
     ray = None
     started_ray = False
+    undo_local_env = None  # restores the environment start_local_ray changed
     refs: dict = {}
     try:
         if any(p.todo for p in plans):
@@ -531,7 +609,8 @@ def run_farm(shots: Sequence[Shot], *, chunk_size: Optional[int] = None, address
                     raise BgvidError(f"--address {address}: cannot join the Ray cluster ({first})") from None
                 started_ray = True
             else:
-                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+                undo_local_env = start_local_ray(num_cpus, log_to_driver=False, logging_level=logging.ERROR)
+                report("Ray: a private local Ray, listening on 127.0.0.1 only")
                 started_ray = True
             if started_ray:
                 _restore_signals(saved)
@@ -630,6 +709,8 @@ def run_farm(shots: Sequence[Shot], *, chunk_size: Optional[int] = None, address
     finally:
         if started_ray and ray is not None:
             ray.shutdown()
+        if undo_local_env is not None:
+            undo_local_env()
     results = []
     for p in plans:
         status = "up to date" if p.skipped else ("failed" if p.failed else "done")

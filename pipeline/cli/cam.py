@@ -54,7 +54,8 @@ class _LiveLine:
             return
         n = stats.handed - self.last_handed
         window = np.asarray(stats.latency[-n:]) * 1000 if n else np.zeros(1)
-        click.echo(f"{(stats.frames - self.last_frames) / (now - self.last_t):5.1f} fps  latency p50 {np.percentile(window, 50):5.1f} ms  "
+        click.echo(f"{(stats.frames - self.last_frames) / (now - self.last_t):5.1f} fps  "
+                   f"latency p50 {np.percentile(window, 50):5.1f} ms  "
                    f"p99 {np.percentile(window, 99):5.1f} ms  dropped {stats.dropped - self.last_dropped} "
                    f"(total {stats.dropped})", err=True)
         self.last_t, self.last_frames, self.last_dropped = now, stats.frames, stats.dropped
@@ -124,7 +125,8 @@ def cam(source, sink, background, model, size, fps, loop, every, smooth, codec, 
                 error = error or exc
     stats = session.stats if session is not None else None
     if stats is None and as_json and error is not None:
-        click.echo(json.dumps({"frames": 0, "error": "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)}))
+        click.echo(json.dumps({"frames": 0,
+                               "error": "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)}))
     if stats is not None:
         if as_json:
             payload = stats.to_json()

@@ -19,9 +19,11 @@ def doctor() -> None:
     from ..models.api import list_models
     from ..models.cache import cache_root
 
-    click.echo(f"bgvid        {__import__('bgvid').__version__}  (Python {platform.python_version()}, {platform.machine()})")
+    click.echo(f"bgvid        {__import__('bgvid').__version__}  (Python {platform.python_version()}, "
+               f"{platform.machine()})")
     click.echo(f"numpy        {numpy.__version__}")
-    click.echo(f"onnxruntime  {onnxruntime.__version__}  providers: {', '.join(onnxruntime.get_available_providers())}")
+    click.echo(f"onnxruntime  {onnxruntime.__version__}  providers: "
+               f"{', '.join(onnxruntime.get_available_providers())}")
     click.echo(f"PyAV         {av.__version__}  (FFmpeg {av.ffmpeg_version_info})")
     from ..kernels._foreground import jit_status
 
@@ -33,13 +35,10 @@ def doctor() -> None:
         except Exception:  # noqa: BLE001 - any failure means unavailable
             state = "MISSING"
         click.echo(f"  encoder {codec:<11} {state}")
-    try:
-        import cupy
+    from ..device import gpu_report
 
-        count = cupy.cuda.runtime.getDeviceCount()
-        click.echo(f"CuPy         {cupy.__version__}  CUDA devices: {count}")
-    except Exception as exc:  # noqa: BLE001
-        click.echo(f"CuPy         not usable ({type(exc).__name__}); GPU kernels unavailable")
+    for line in gpu_report():
+        click.echo(line)
     click.echo(f"CPU cores    {os.cpu_count()}")
     click.echo(f"model cache  {cache_root()}")
     for e in list_models():

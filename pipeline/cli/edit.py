@@ -72,7 +72,7 @@ def edit(input: Path, overrides: Optional[Path], model, refine, smooth, no_smoot
         return
     except KeyboardInterrupt:
         say("bgvid: interrupted")
-        raise SystemExit(130)
+        raise SystemExit(130) from None
 
     def stop(signum, frame):  # SIGTERM stops the server like Ctrl-C
         raise KeyboardInterrupt

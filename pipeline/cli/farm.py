@@ -53,8 +53,8 @@ bgvid installed and the inputs and outputs on a shared file system.
                                                 "Default: start a local Ray on this machine.")
 @click.option("--num-cpus", type=int, help="CPUs of the local Ray (default: all).")
 @click.option("--cpus-per-chunk", type=float, default=1, show_default=True, help="Ray CPUs per chunk task.")
-@click.option("--gpus-per-chunk", type=float, help="Ray GPUs per chunk task, may be a fraction (default 1 where the cluster has GPUs or with "
-                   "--device cuda, else 0).")
+@click.option("--gpus-per-chunk", type=float, help="Ray GPUs per chunk task, may be a fraction "
+                   "(default 1 where the cluster has GPUs or with --device cuda, else 0).")
 @click.option("--retries", type=int, help="Ray retries of a failed chunk (default 2).")
 @click.option("--output-dir", type=click.Path(path_type=Path), help="Where outputs go (default: beside each input).")
 @click.option("--format", "fmt", type=click.Choice(["mov", "webm"]), help="Output format (default mov).")
@@ -100,7 +100,8 @@ def farm(inputs, chunk_size, address, num_cpus, cpus_per_chunk, gpus_per_chunk, 
 
     signal.signal(signal.SIGTERM, on_sigterm)
     options = {k: v for k, v in {
-        "model": model, "matte": matte, "refine": refine, "smooth": smooth, "overrides": str(overrides) if overrides else None,
+        "model": model, "matte": matte, "refine": refine, "smooth": smooth,
+        "overrides": str(overrides) if overrides else None,
         "choke": choke, "feather": feather, "downsample_ratio": downsample_ratio, "device": device,
         "batch_size": batch_size}.items() if v is not None}
     if no_smooth:

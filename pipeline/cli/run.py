@@ -37,7 +37,8 @@ With --matte: the matte alone as greyscale (white = foreground).
                    "side at 512 px, Robust Video Matting's guideline (256-512).")
 @click.option("--model-spec", type=click.Path(path_type=Path), help="Spec (TOML/JSON) for --model FILE.onnx.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
-              help="Where to run. auto picks CUDA when the CUDA provider is installed and says so.")
+              help="Where to run. cuda: the whole frame path on the GPU (CuPy + ONNX Runtime CUDA; unverified on a "
+                   "GPU in this release); auto picks it when every piece is there and says so.")
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]),
               help="ONNX Runtime execution provider (default follows --device).")
 @click.option("--background", metavar="COLOR|IMAGE|VIDEO|blur",
@@ -74,8 +75,9 @@ With --matte: the matte alone as greyscale (white = foreground).
               help="Print one JSON object on stdout at the end (also on failure, with \"error\").")
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "bar", "json", "none"]), default="auto",
               show_default=True, help="Progress on stderr: a bar on a terminal, or one JSON line per second.")
-def run(input: Path, output, model, downsample_ratio, model_spec, device, provider, background, matte, frames, refine, smooth,
-        no_smooth, overrides, choke, feather, no_decontaminate, batch_size, no_audio, force, quiet, as_json, progress_mode) -> None:
+def run(input: Path, output, model, downsample_ratio, model_spec, device, provider, background, matte, frames, refine,
+        smooth, no_smooth, overrides, choke, feather, no_decontaminate, batch_size, no_audio, force, quiet, as_json,
+        progress_mode) -> None:
     """Remove the background of INPUT (a video, an image, a folder of frames or a %05d pattern).
 
     Exit status: 0 done, 2 bad usage or bad input, 1 other failure, 130 interrupted (Ctrl-C),

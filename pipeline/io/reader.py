@@ -314,9 +314,7 @@ def probe(path: PathLike) -> VideoInfo:
     dec = _StreamDecoder(p)
     try:
         s = dec.stream
-        first = None
-        for first in dec.frames():
-            break
+        first = next(dec.frames(), None)
         if first is None:
             raise InputError(f"{p}: the video stream holds no decodable frame")
         fmt = first.format

@@ -76,6 +76,9 @@ PRORES_MATTE_OPTIONS = {"profile": "hq", **_PRORES_Q}
 VP9_OPTIONS = {"deadline": "realtime", "cpu-used": "7", "row-mt": "1", "crf": "10", "b": "0",
                "tile-columns": "2", "lag-in-frames": "0"}
 X264_OPTIONS = {"preset": "fast", "crf": "18"}
+# h264_nvenc (a GPU's video encoder), constant quality near x264's crf 18. Unverified: no GPU with NVENC
+# has run it (the H200 this project was checked on has none).
+NVENC_OPTIONS = {"preset": "p5", "tune": "hq", "rc": "vbr", "cq": "19", "b": "0"}
 PNG_COMPRESSION = 1  # zlib level: fast; sizes within ~10% of level 6 on video frames
 
 _COPY_AUDIO = {
@@ -95,7 +98,8 @@ def output_kind(path: PathLike, *, matte: bool = False) -> OutputKind:
     p = os.fspath(path)
     if is_pattern(p):
         if not p.lower().endswith(".png"):
-            raise InputError(f"{p}: a numbered sequence is written as PNG: end the pattern with .png (e.g. out/%06d.png)")
+            raise InputError(f"{p}: a numbered sequence is written as PNG: end the pattern with .png "
+                             "(e.g. out/%06d.png)")
         return "png"
     if p.endswith(("/", os.sep)) or os.path.isdir(p):
         return "png"
@@ -303,7 +307,8 @@ class _Audio:
 
     def _encode_frame(self, f: av.AudioFrame, cut: Optional[float]) -> None:
         t0 = float(f.pts * f.time_base) if f.pts is not None else None
-        lo = self.t_start if (self.trim and self.t_start is not None) else (0.0 if self.output.format.name in ("webm", "matroska") else None)
+        lo = (self.t_start if (self.trim and self.t_start is not None)
+              else (0.0 if self.output.format.name in ("webm", "matroska") else None))
         if t0 is not None and (lo is not None or cut is not None):
             n = f.samples
             rate = f.sample_rate
@@ -317,7 +322,8 @@ class _Audio:
                 return
             if a > 0 or b < n:
                 arr = f.to_ndarray()
-                sub = arr[:, a:b] if f.format.is_planar else arr[:, a * len(f.layout.channels):b * len(f.layout.channels)]
+                sub = (arr[:, a:b] if f.format.is_planar
+                       else arr[:, a * len(f.layout.channels):b * len(f.layout.channels)])
                 g = av.AudioFrame.from_ndarray(np.ascontiguousarray(sub), format=f.format.name, layout=f.layout.name)
                 g.sample_rate = rate
                 g.pts = None
@@ -393,7 +399,8 @@ class VideoWriter:
 
     def __init__(self, path: PathLike, *, info: VideoInfo, kind: OutputKind, matte: bool = False,
                  audio: bool = True, frames: Optional[tuple[int, Optional[int]]] = None,
-                 overwrite: bool = False, threads: int = 0, metadata: Optional[dict] = None):
+                 overwrite: bool = False, threads: int = 0, metadata: Optional[dict] = None,
+                 h264: str = "libx264"):
         self.path = os.fspath(path)
         self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
         self._tagged = metadata is not None
@@ -403,7 +410,9 @@ class VideoWriter:
         self.frames = frames
         self.overwrite = overwrite
         self.threads = int(threads or 0)
+        self.h264 = h264  # "libx264" (CPU threads) or "h264_nvenc" (a GPU's video encoder)
         self.deep = info.bit_depth > 8
+        self.download = _numpy  # device -> host, for batches that bring device planes (the app sets its device's)
         self._temps: list[str] = []
         self._finished = False
         self._aborted = False
@@ -595,7 +604,8 @@ class VideoWriter:
             st.pix_fmt = "yuv420p" if self.matte else "yuva420p"
             self.enc_w, self.enc_h = info.width, info.height
         else:
-            st = c.add_stream("libx264", rate=rate, options=dict(X264_OPTIONS))
+            st = c.add_stream(self.h264, rate=rate,
+                              options=dict(NVENC_OPTIONS if self.h264 == "h264_nvenc" else X264_OPTIONS))
             st.pix_fmt = "yuv420p"
             self.enc_w, self.enc_h = info.width + info.width % 2, info.height + info.height % 2
         st.width, st.height = self.enc_w, self.enc_h
@@ -637,6 +647,18 @@ class VideoWriter:
                 self._container.metadata[str(key)] = str(value)
 
     # ------------------------------------------------------------------------------- writing
+    def plane_spec(self):
+        """What a device should hand this writer (kernels._planes.PlaneSpec): the encoder's pixel format
+        with the output's colour matrix, so the frame path's one download is of encoder-ready planes."""
+        from ..kernels._planes import PlaneSpec
+
+        if self.kind == "png":
+            if self.matte:
+                return PlaneSpec("gray16", matte=True)
+            return PlaneSpec("rgba64" if self.deep else "rgba")
+        return PlaneSpec(self._stream.pix_fmt, matrix=int(self.info.color.matrix), matte=self.matte,
+                         pad_even=self.kind == "mp4")
+
     def __enter__(self) -> "VideoWriter":
         return self
 
@@ -667,6 +689,9 @@ class VideoWriter:
             raise
 
     def _push(self, batch: FrameBatch) -> None:
+        if batch.planes is not None:
+            self._push_planes(batch)
+            return
         rgb = _numpy(batch.rgb)
         alpha = _numpy(batch.alpha)
         n = len(batch)
@@ -684,6 +709,17 @@ class VideoWriter:
             pts_in = None if pts_arr is None else int(pts_arr[i])
             a = None if alpha is None else alpha[i]
             self._write_one(index, pts_in, tb, rgb[i], a)
+
+    def _push_planes(self, batch: FrameBatch) -> None:
+        """A batch whose planes were made on a device: the frame path's one download, then straight into
+        encoder frames (no colour conversion here)."""
+        planes = batch.planes.download(self.download)
+        pts_arr = None if batch.pts is None else np.asarray(batch.pts)
+        tb = Fraction(batch.time_base) if batch.time_base else self.info.time_base
+        for i in range(len(batch)):
+            index = int(batch.frame_index[i])
+            pts_in = None if pts_arr is None else int(pts_arr[i])
+            self._write_one(index, pts_in, tb, None, None, planes=(planes, i))
 
     def _push_png_parallel(self, batch, rgb, alpha, pts_arr, tb) -> None:
         """PNG encoding (zlib) dominates PNG output: encode a batch's frames on a few threads (OpenCV
@@ -720,8 +756,8 @@ class VideoWriter:
             pts = self._last_pts + 1  # keep timestamps strictly increasing after rounding
         return pts, float(t)
 
-    def _write_one(self, index: int, pts_in: Optional[int], tb: Fraction, rgb: np.ndarray,
-                   alpha: Optional[np.ndarray]) -> None:
+    def _write_one(self, index: int, pts_in: Optional[int], tb: Fraction, rgb: Optional[np.ndarray],
+                   alpha: Optional[np.ndarray], planes=None) -> None:
         pts, t = self._out_pts(index, pts_in, tb)
         if self._first_time is None:
             self._first_time = t
@@ -730,9 +766,9 @@ class VideoWriter:
         self._last_time = t
         self._count += 1
         if self.kind == "png":
-            self._write_png(index, rgb, alpha)
+            self._write_png(index, rgb, alpha, planes=planes)
             return
-        frame = self._video_frame(rgb, alpha)
+        frame = self._video_frame(rgb, alpha) if planes is None else self._planes_frame(*planes)
         frame.pts = pts
         frame.time_base = self.tb
         frame.duration = self._frame_dur
@@ -767,8 +803,22 @@ class VideoWriter:
         _tag(frame, color)
         return frame
 
-    def _png_bytes(self, rgb: np.ndarray, alpha: Optional[np.ndarray]) -> bytes:
+    def _planes_frame(self, planes, i: int) -> av.VideoFrame:
+        frame = av.VideoFrame(self.enc_w, self.enc_h, planes.pix_fmt)
+        for k in range(len(planes.shapes)):
+            _set_plane(frame, k, planes.plane(i, k))
+        _tag(frame, self.info.color)
+        return frame
+
+    def _png_bytes(self, rgb: np.ndarray, alpha: Optional[np.ndarray], planes=None) -> bytes:
         import cv2
+
+        if planes is not None:
+            ok, buf = cv2.imencode(".png", np.ascontiguousarray(planes[0].plane(planes[1], 0)),
+                                   [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+            if not ok:
+                raise BgvidError(f"{self.path}: PNG encoding failed")
+            return buf.tobytes()
 
         if self.matte:
             a = np.ones(rgb.shape[:2], np.float32) if alpha is None else alpha
@@ -790,8 +840,8 @@ class VideoWriter:
             raise BgvidError(f"{self.path}: PNG encoding failed")
         return buf.tobytes()
 
-    def _write_png(self, index: int, rgb: np.ndarray, alpha: Optional[np.ndarray]) -> None:
-        data = self._png_bytes(rgb, alpha)
+    def _write_png(self, index: int, rgb: Optional[np.ndarray], alpha: Optional[np.ndarray], planes=None) -> None:
+        data = self._png_bytes(rgb, alpha, planes)
         if self.sequence:
             target = os.path.join(self._tmp, self.seq_name % index)
         else:

@@ -11,7 +11,7 @@ from typing import Callable, Literal, Optional
 import numpy as np
 
 from ..errors import InputError, ModelError
-from ..kernels import resize_batch, to_float_rgb
+from ..kernels import get_array_module, resize_batch, to_float_rgb
 from .catalog import ModelSpec, get_model, load_user_spec, validate_against_graph
 
 Provider = Literal["cpu", "cuda", "tensorrt"]
@@ -49,12 +49,40 @@ def resolve_model(model: str, *, spec_path: Optional[Path] = None, pull: bool = 
     return path, spec
 
 
+def _providers(wanted: str, device_id: int) -> list:
+    """ONNX Runtime's provider list for `wanted`, on GPU `device_id`. TF32 off on CUDA: it rounds matmul and
+    convolution inputs to 10 bits of mantissa, and the GPU path is held to the CPU path's mattes within one
+    10-bit step (tests/test_gpu.py)."""
+    cuda = ("CUDAExecutionProvider", {"device_id": str(device_id), "use_tf32": "0"})
+    if wanted == "CPUExecutionProvider":
+        return [wanted]
+    if wanted == "CUDAExecutionProvider":
+        return [cuda, "CPUExecutionProvider"]
+    return [(wanted, {"device_id": str(device_id)}), cuda, "CPUExecutionProvider"]
+
+
 @dataclass
 class RecurrentState:
     """A video-matting model's memory of the frames before: its state tensors, in spec order.
     None in their place means "start of a shot" (zero state)."""
 
     tensors: tuple
+
+
+def parse_downsample_ratio(value) -> float | str:
+    """'auto' or a ratio in (0, 1] (a number or its text) -> 'auto' or the float; InputError otherwise.
+    The one check of the option (PictureOptions and Segmenter both use it)."""
+    if value == "auto":
+        return "auto"
+    ratio = value
+    if isinstance(ratio, str):
+        try:
+            ratio = float(ratio)
+        except ValueError:
+            ratio = None
+    if ratio is None or isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        raise InputError(f"--downsample-ratio must be 'auto' or a number in (0, 1], got {value!r}")
+    return float(ratio)
 
 
 def auto_downsample_ratio(height: int, width: int) -> float:
@@ -75,8 +103,13 @@ class Segmenter:
 
     def __init__(self, model_path: Path | str, spec: ModelSpec, *, provider: Provider = "cpu",
                  threads: int = 0, input_size: Optional[tuple[int, int]] = None,
-                 downsample_ratio: float | str = "auto"):
+                 downsample_ratio: float | str = "auto", device=None, profile: Optional[str] = None):
         import onnxruntime as ort
+
+        from ..device import CpuDevice
+
+        self.device = device if device is not None else CpuDevice()  # where device-array batches live
+        self._ratio_values: dict = {}
 
         if provider not in PROVIDERS:
             raise InputError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
@@ -96,7 +129,10 @@ class Segmenter:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        providers = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
+        if profile:
+            options.enable_profiling = True  # ONNX Runtime's own trace (the GPU check reads its Memcpy nodes)
+            options.profile_file_prefix = str(profile)
+        providers = _providers(wanted, self.device.index)
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -106,23 +142,23 @@ class Segmenter:
         self.model_path = Path(model_path)
         self.provider = provider
         self.input_size = self._check_size(input_size) if input_size else spec.size
-        if downsample_ratio != "auto":
-            try:
-                downsample_ratio = float(downsample_ratio)
-            except (TypeError, ValueError):
-                raise InputError(f"--downsample-ratio must be 'auto' or a number in (0, 1], got {downsample_ratio!r}") from None
-            if not 0 < downsample_ratio <= 1:
-                raise InputError(f"--downsample-ratio must be 'auto' or a number in (0, 1], got {downsample_ratio}")
+        downsample_ratio = parse_downsample_ratio(downsample_ratio)
         self.downsample_ratio = downsample_ratio
 
     @classmethod
     def from_name(cls, model: str = "selfie", *, spec_path: Optional[Path] = None, provider: Provider = "cpu",
                   threads: int = 0, input_size: Optional[tuple[int, int]] = None, pull: bool = True,
-                  downsample_ratio: float | str = "auto",
+                  downsample_ratio: float | str = "auto", device=None, profile: Optional[str] = None,
                   report: Optional[Callable[[str], None]] = None) -> "Segmenter":
         path, spec = resolve_model(model, spec_path=spec_path, pull=pull, report=report)
         return cls(path, spec, provider=provider, threads=threads, input_size=input_size,
-                   downsample_ratio=downsample_ratio)
+                   downsample_ratio=downsample_ratio, device=device, profile=profile)
+
+    def end_profile(self) -> Optional[str]:
+        """The profile file ONNX Runtime wrote (a Segmenter made with profile=PREFIX), or None."""
+        if not self.session.get_session_options().enable_profiling:
+            return None
+        return self.session.end_profiling()
 
     def _check_size(self, size: tuple[int, int]) -> tuple[int, int]:
         size = (int(size[0]), int(size[1]))
@@ -146,21 +182,26 @@ class Segmenter:
     def recurrent(self) -> bool:
         return self.spec.recurrent is not None
 
-    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
-        """[N,H,W,3] uint8/uint16 RGB -> the model's input tensor (float32)."""
+    def preprocess(self, rgb):
+        """[N,H,W,3] uint8/uint16 RGB -> the model's input tensor (float32), on the frames' device."""
         spec = self.spec
+        xp = get_array_module(rgb)
         if rgb.ndim != 4 or rgb.shape[-1] != 3:
             raise InputError(f"frames must be [N,H,W,3] RGB, got shape {tuple(rgb.shape)}")
         # Bilinear, as the models were trained (MediaPipe warps bilinearly): area averaging looked
-        # cleaner but cost selfie-landscape 0.04 IoU on DAVIS swing.
-        small = rgb if self.spec.native else resize_batch(rgb, self.input_size, interpolation="bilinear")
-        x = to_float_rgb(small)
+        # cleaner but cost selfie-landscape 0.04 IoU on DAVIS swing. In float, not on the uint8 frames:
+        # OpenCV's 8-bit resize rounds with 11-bit fixed-point weights, which a GPU's resize does not
+        # reproduce, and the model turns those 1/255 steps into mattes 3% of whose pixels moved by more
+        # than a 10-bit step; in float both devices agree to ~1e-6 (+1.6 ms per 720p frame measured).
+        x = to_float_rgb(rgb)
+        if not spec.native:
+            x = resize_batch(x, self.input_size, interpolation="bilinear")
         if spec.color == "BGR":
             x = x[..., ::-1]
-        x = (x - np.float32(spec.mean)) * np.float32(1.0 / spec.std)
+        x = (x - xp.float32(spec.mean)) * xp.float32(1.0 / spec.std)
         if spec.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return xp.ascontiguousarray(x, dtype=xp.float32)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Model input tensor -> [N,h,w] float32 0..1 at the model's resolution."""
@@ -179,11 +220,13 @@ class Segmenter:
         if raw.ndim == 4:
             channel_axis = 1 if self.spec.layout == "NCHW" else 3
             if raw.shape[channel_axis] != 1:
-                raise ModelError(f"{self.model_path}: output {self.spec.output_name!r} has shape {raw.shape}, expected one channel")
+                raise ModelError(f"{self.model_path}: output {self.spec.output_name!r} has shape {raw.shape}, "
+                                 "expected one channel")
             return raw[:, 0] if channel_axis == 1 else raw[..., 0]
         if raw.ndim == 3:
             return raw
-        raise ModelError(f"{self.model_path}: output {self.spec.output_name!r} has shape {raw.shape}, expected [N,1,H,W] or [N,H,W,1]")
+        raise ModelError(f"{self.model_path}: output {self.spec.output_name!r} has shape {raw.shape}, "
+                         "expected [N,1,H,W] or [N,H,W,1]")
 
     def segment(self, rgb: np.ndarray, state=None, *, size: Literal["frame", "model"] = "frame",
                 with_foreground: bool = False):
@@ -192,6 +235,11 @@ class Segmenter:
         take their RecurrentState (None = start of a shot) and return the next one."""
         if size not in ("frame", "model"):
             raise InputError(f"size must be 'frame' or 'model', got {size!r}")
+        if get_array_module(rgb) is not np:
+            matte, foreground, state = self._segment_device(rgb, state)
+            if size == "frame":
+                matte = resize_batch(matte, rgb.shape[1:3], interpolation="bilinear")
+            return (matte, foreground, state) if with_foreground else (matte, state)
         if self.recurrent:
             matte, foreground, state = self._run_recurrent(rgb, state)
         else:
@@ -209,7 +257,8 @@ class Segmenter:
         # NCHW ones (the official fp32 RVM refuses [1,1,1,C]: "invalid expand shape").
         zero = (lambda c: (1, c, 1, 1)) if self.spec.layout == "NCHW" else (lambda c: (1, 1, 1, c))
         tensors = state.tensors if state is not None else tuple(np.zeros(zero(c), np.float32) for c in rec.channels)
-        names = [self.spec.output_name, *( [self.spec.foreground_output] if self.spec.foreground_output else []), *rec.states_out]
+        names = [self.spec.output_name, *([self.spec.foreground_output] if self.spec.foreground_output else []),
+                 *rec.states_out]
         mattes, foregrounds = [], []
         for i in range(x.shape[0]):  # frames of one video depend on each other: strictly in order
             feeds = {self.spec.input_name: x[i:i + 1], **dict(zip(rec.states_in, tensors, strict=False))}
@@ -230,3 +279,95 @@ class Segmenter:
 
     def __call__(self, rgb: np.ndarray, *, size: Literal["frame", "model"] = "frame") -> np.ndarray:
         return self.segment(rgb, size=size)[0]
+
+    # ------------------------------------------------------------------------------ on a device
+    # Frames that are already device arrays (CuPy on a GPU; the tests' stand-in) never come back to the
+    # host: preprocessing runs on the device (kernels/_backend), ONNX Runtime reads and writes device
+    # memory through I/O binding, and a recurrent model's state stays there as ONNX Runtime values.
+
+    def _bind_run(self, inputs: dict, outputs: list) -> list:
+        """Run the session on device buffers: inputs are device arrays (bound by pointer) or ONNX
+        Runtime values; outputs are allocated by ONNX Runtime on the device -> list of OrtValues."""
+        import onnxruntime as ort
+
+        device = self.device
+        binding = self.session.io_binding()
+        for name, value in inputs.items():
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_input(name, device.ort_device, device.index, np.float32, tuple(value.shape),
+                                   device.pointer(value))
+        for name in outputs:
+            binding.bind_output(name, device.ort_device, device.index)
+        if device.ort_device == "cuda":
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()  # the inputs' kernels are done before ORT reads them
+        self.session.run_with_iobinding(binding)
+        return binding.get_outputs()
+
+    def _device_array(self, value):
+        """An ONNX Runtime output value -> a device array of our own (one device-to-device copy)."""
+        view = self.device.wrap(value.data_ptr(), tuple(value.shape()), np.float32, value)
+        return view.copy()
+
+    def _matte_device(self, raw):
+        xp = get_array_module(raw)
+        if raw.ndim == 4:
+            channel_axis = 1 if self.spec.layout == "NCHW" else 3
+            if raw.shape[channel_axis] != 1:
+                raise ModelError(f"{self.model_path}: output {self.spec.output_name!r} has shape {raw.shape}, "
+                                 "expected one channel")
+            raw = raw[:, 0] if channel_axis == 1 else raw[..., 0]
+        if self.spec.output_kind == "logit":
+            raw = 1.0 / (1.0 + xp.exp(-raw))
+        return xp.clip(raw, 0.0, 1.0).astype(xp.float32)
+
+    def _ratio_value(self, ratio: float):
+        """The downsample ratio as a device value, made once per ratio (not copied per frame)."""
+        import onnxruntime as ort
+
+        value = self._ratio_values.get(ratio)
+        if value is None:
+            value = ort.OrtValue.ortvalue_from_numpy(np.full((1,), ratio, np.float32), self.device.ort_device,
+                                                     self.device.index)
+            self._ratio_values[ratio] = value
+        return value
+
+    def _segment_device(self, rgb, state):
+        xp = get_array_module(rgb)
+        spec = self.spec
+        x = self.preprocess(rgb)
+        if not self.recurrent:
+            step = x.shape[0] if self.max_batch is None else 1
+            mattes = []
+            for i in range(0, x.shape[0], step):
+                (raw,) = self._bind_run({spec.input_name: x[i:i + step]}, [spec.output_name])
+                mattes.append(self._matte_device(self._device_array(raw)))
+            return (mattes[0] if len(mattes) == 1 else xp.concatenate(mattes)), None, state
+        rec = spec.recurrent
+        h, w = rgb.shape[1:3]
+        ratio = auto_downsample_ratio(h, w) if self.downsample_ratio == "auto" else self.downsample_ratio
+        if state is not None:
+            tensors = state.tensors
+        else:
+            zero = (lambda c: (1, c, 1, 1)) if spec.layout == "NCHW" else (lambda c: (1, 1, 1, c))
+            tensors = tuple(xp.zeros(zero(c), xp.float32) for c in rec.channels)
+        names = [spec.output_name, *([spec.foreground_output] if spec.foreground_output else []), *rec.states_out]
+        mattes, foregrounds = [], []
+        for i in range(x.shape[0]):  # strictly in order: each frame's state feeds the next
+            feeds = {spec.input_name: x[i:i + 1], **dict(zip(rec.states_in, tensors, strict=True))}
+            if rec.ratio_input:
+                feeds[rec.ratio_input] = self._ratio_value(float(ratio))
+            outs = self._bind_run(feeds, names)
+            mattes.append(self._matte_device(self._device_array(outs[0])))
+            if spec.foreground_output:
+                foregrounds.append(self._device_array(outs[1]))
+            tensors = tuple(outs[-len(rec.states_out):])  # ONNX Runtime values, kept on the device
+        matte = mattes[0] if len(mattes) == 1 else xp.concatenate(mattes)
+        foreground = None
+        if foregrounds:
+            fg = foregrounds[0] if len(foregrounds) == 1 else xp.concatenate(foregrounds)
+            foreground = xp.clip(fg if spec.layout == "NHWC" else fg.transpose(0, 2, 3, 1), 0.0, 1.0)
+        return matte, foreground, RecurrentState(tensors)

@@ -55,6 +55,21 @@ Vector layers: `overrides.json`
   mode, size <= 0, softness outside 0..1, bad points, non-finite numbers) name the file and the
   stroke's 0-based index in the list.
 
+Limits (no real correction comes near them; a hostile or broken file stops with one line naming the
+file, the stroke and the limit, before any frame is decoded):
+- The file is at most MAX_JSON_BYTES (32 MiB); at most MAX_STROKES strokes, MAX_POINTS_PER_STROKE
+  points in a stroke and MAX_POINTS in the file.
+- Every JSON number, also in keys bgvid ignores, is at most MAX_NUMBER_CHARS characters long and
+  finite (no NaN, Infinity or 1e999: they are not JSON, and the editor could not send them back);
+  text is valid Unicode (no lone surrogates). Numbers are checked before they are converted.
+- Coordinates lie within +-MAX_COORDINATE pixels; frame indices are at most 2**62.
+- The brush diameter is clamped to the frame's diagonal when a stroke is rasterised (a brush wider
+  than the frame is no correction anyone paints; in float32 a huge one turned the matte into NaN).
+- Work per frame: each segment of a stroke (a pair of consecutive points) costs the area of its
+  bounding box grown by the brush radius and clipped to the frame, at least MIN_SEGMENT_AREA
+  pixels; the strokes on any one frame may cost at most WORK_PASSES times the frame's area
+  (frames smaller than 640x480 count as 640x480).
+
 Order: PNG layers by first frame (for equal first frames the longer range first, so the narrower,
 more specific one wins; then by name), then JSON strokes in list order; each blends over the
 result so far.
@@ -79,12 +94,26 @@ import numpy as np
 from ..errors import InputError
 from ..frames import FrameBatch
 from ..kernels import get_array_module
+from .stages import StageBase
 
-__all__ = ["OverrideStage", "Overrides", "rasterize_stroke"]
+__all__ = ["OverrideStage", "Overrides", "check_strokes", "decode_json", "load_json_document", "rasterize_stroke"]
+
+# Limits (see the module docstring). Real corrections stay far below them; hostile files do not.
+MAX_JSON_BYTES = 32 << 20
+MAX_STROKES = 50_000
+MAX_POINTS_PER_STROKE = 20_000
+MAX_POINTS = 500_000
+MAX_NUMBER_CHARS = 40  # a JSON number literal (JavaScript and Python write a double in <= 24)
+MAX_COORDINATE = 1_000_000.0
+WORK_PASSES = 500
+MIN_WORK_AREA = 640 * 480
+MIN_SEGMENT_AREA = 64 * 64  # what a segment costs at least (NumPy call overhead, ~20 us)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_NAME_RE = re.compile(r"^([0-9]{6,})(?:-([0-9]{6,}))?\.png$", re.IGNORECASE)
-_FRAMES_RE = re.compile(r"^\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?$")
+# fullmatch / \Z: "$" would also match before a trailing newline ("000000.png\n").
+_NAME_RE = re.compile(r"([0-9]{6,})(?:-([0-9]{6,}))?\.png", re.IGNORECASE)
+_FRAMES_RE = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?")
+_MAX_FRAME_DIGITS = 19  # 2**62 has 19 digits: longer digit strings are out of range unconverted
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
 _JSON_NAME = "overrides.json"
 _MAX_FRAME = 2**62
@@ -119,17 +148,18 @@ class _Patch:
     def nbytes(self) -> int:
         return sum(x.nbytes for x in (self.keep, self.add) if x is not None)
 
-    def blend_into(self, out) -> None:
-        """Blend in place into a [H, W] float32 matte (NumPy or CuPy)."""
+    def blend_into(self, out, upload=None) -> None:
+        """Blend in place into a [H, W] float32 matte (NumPy or CuPy). upload(host) -> device array moves
+        the patch to a device matte (the overrides' documented side channel: only the painted box)."""
         h, w = self.shape
         region = out[self.y0:self.y0 + h, self.x0:self.x0 + w]
-        xp = get_array_module(out)
+        move = upload or get_array_module(out).asarray
         if self.keep is None:
-            region[...] = xp.asarray(self.add)
+            region[...] = move(self.add)
             return
-        region *= xp.asarray(self.keep)
+        region *= move(self.keep)
         if self.add is not None:
-            region += xp.asarray(self.add)
+            region += move(self.add)
 
 
 def _patch_from(coverage: np.ndarray, target, y0: int, x0: int) -> Optional[_Patch]:
@@ -161,7 +191,8 @@ def _span(lo: float, hi: float, r: float, limit: int) -> tuple[int, int]:
 def _stroke_box(points: np.ndarray, radius: float, softness: float, width: int,
                 height: int) -> Optional[tuple[int, int, np.ndarray]]:
     """Coverage of a stroke inside its bounding box: (y0, x0, coverage [h, w] float32), or None
-    where the stroke misses the frame."""
+    where the stroke misses the frame. The radius is clamped to half the frame's diagonal."""
+    radius = min(radius, _max_radius(width, height))
     x0, x1 = _span(float(points[:, 0].min()), float(points[:, 0].max()), radius, width)
     y0, y1 = _span(float(points[:, 1].min()), float(points[:, 1].max()), radius, height)
     if x0 >= x1 or y0 >= y1:
@@ -196,6 +227,31 @@ def _stroke_box(points: np.ndarray, radius: float, softness: float, width: int,
     return y0, x0, coverage
 
 
+def _max_radius(width: int, height: int) -> float:
+    """Half the frame's diagonal: the largest brush radius a stroke is rasterised with."""
+    return math.hypot(width, height) / 2.0
+
+
+def _stroke_work(points: np.ndarray, radius: float, width: int, height: int) -> int:
+    """What _stroke_box costs for these points, in pixel evaluations: the stroke's box plus, per
+    segment, its box (grown by the radius, clipped to the frame), at least MIN_SEGMENT_AREA."""
+    radius = min(radius, _max_radius(width, height))
+
+    def extent(lo, hi, limit: int):
+        start = np.maximum(0.0, np.floor(lo - radius - 0.5))
+        stop = np.minimum(float(limit), np.ceil(hi + radius - 0.5) + 1.0)
+        return np.maximum(stop - start, 0.0)
+
+    xs, ys = points[:, 0], points[:, 1]
+    box = float(extent(xs.min(), xs.max(), width) * extent(ys.min(), ys.max(), height))
+    if box == 0.0:
+        return MIN_SEGMENT_AREA  # misses the frame: _stroke_box returns at once
+    a, b = (points, points) if len(points) == 1 else (points[:-1], points[1:])
+    w = extent(np.minimum(a[:, 0], b[:, 0]), np.maximum(a[:, 0], b[:, 0]), width)
+    h = extent(np.minimum(a[:, 1], b[:, 1]), np.maximum(a[:, 1], b[:, 1]), height)
+    return int(box + np.maximum(w * h, float(MIN_SEGMENT_AREA)).sum())
+
+
 def _as_points(points) -> np.ndarray:
     arr = np.asarray(points, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
@@ -213,10 +269,10 @@ def rasterize_stroke(points, *, size: float, softness: float, width: int, height
     coordinates, pixel centres at i + 0.5), smoothstep falloff over the outer `softness` fraction
     of the radius. Only the stroke's bounding box is computed. Raises ValueError on bad arguments."""
     pts = _as_points(points)
-    if not (math.isfinite(size) and size > 0):
-        raise ValueError(f"size must be > 0, got {size}")
-    if not (math.isfinite(softness) and 0.0 <= softness <= 1.0):
-        raise ValueError(f"softness must be within 0..1, got {softness}")
+    if not (_finite(size) and size > 0):
+        raise ValueError(f"size must be > 0, got {_show(size)}")
+    if not (_finite(softness) and 0.0 <= softness <= 1.0):
+        raise ValueError(f"softness must be within 0..1, got {_show(softness)}")
     out = np.zeros((height, width), dtype=np.float32)
     box = _stroke_box(pts, size / 2.0, float(softness), width, height)
     if box is not None:
@@ -242,84 +298,286 @@ class _Stroke:
         y0, x0, cov = box
         return _patch_from(cov, 1.0 if self.restore else 0.0, y0, x0)
 
+    def work(self, width: int, height: int) -> int:
+        return _stroke_work(self.points, self.radius, width, height)
 
-def _parse_frames(value, what: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        first = last = value
-        if first < 0:
-            raise InputError(f"{what}: frames must be >= 0, got {value}")
-    elif isinstance(value, str):
-        m = _FRAMES_RE.match(value)
-        if not m:
-            raise InputError(f'{what}: bad frames {value!r}: expected "N" or "A-B" (0-based frame indices)')
-        first = int(m.group(1))
-        last = int(m.group(2)) if m.group(2) is not None else first
-    else:
-        raise InputError(f'{what}: frames must be a string "N" or "A-B", got {value!r}')
-    if last < first:
-        raise InputError(f"{what}: reversed frame range {first}-{last} (the end comes before the start)")
-    if last > _MAX_FRAME:
-        raise InputError(f"{what}: frame index {last} is out of range")
-    return first, last
+
+# -- checking JSON values: type, range and length before any conversion --------------------------
+
+class _Refused:
+    """A JSON value refused while parsing (a number too long, NaN, Infinity, 1e999), kept as a
+    marker so that the error can name the stroke and the key it is in."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str):
+        self.why = why
+
+    def __repr__(self) -> str:
+        return self.why
+
+
+def _parse_int(text: str):
+    if len(text) > MAX_NUMBER_CHARS:
+        return _Refused(f"a number of {len(text)} digits (at most {MAX_NUMBER_CHARS} characters)")
+    return int(text)
+
+
+def _parse_float(text: str):
+    if len(text) > MAX_NUMBER_CHARS:
+        return _Refused(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    value = float(text)
+    if not math.isfinite(value):
+        return _Refused(f"{text} (out of range of a double)")
+    return value
+
+
+def _parse_constant(name: str):
+    return _Refused(f"{name} (not a JSON number)")
+
+
+_BIG = 10 ** MAX_NUMBER_CHARS
+
+
+def _show(value, width: int = 60) -> str:
+    """A short, safe description of any value for an error message (never a 4,300-digit repr)."""
+    if isinstance(value, _Refused):
+        return value.why
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        if -_BIG < value < _BIG:
+            return repr(value)
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        text = repr(value) if len(value) <= width else repr(value[:width]) + f"... ({len(value)} characters)"
+        return text.encode("ascii", "backslashreplace").decode("ascii")
+    if isinstance(value, (list, dict)):
+        kind = "list" if isinstance(value, list) else "object"
+        return f"a {kind} of {len(value)} item{'s' if len(value) != 1 else ''}"
+    return f"a {type(value).__name__}"
+
+
+def _bad_value(value) -> Optional[tuple[str, str]]:
+    """The first value inside `value` that JSON cannot carry back out, as (where, why): a refused
+    number, a non-finite float, an integer over MAX_NUMBER_CHARS digits, text that is not valid
+    Unicode, a key that is not text, or a non-JSON type. None when everything is fine. Iterative:
+    no depth limit to hit."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, _Refused):
+            return where, v.why
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, int):
+            if not -_BIG < v < _BIG:
+                return where, _show(v)
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return where, f"{v!r} (not a JSON number)"
+        elif isinstance(v, str):
+            if not _valid_unicode(v):
+                return where, "text that is not valid Unicode (a lone surrogate)"
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in reversed(list(enumerate(v))))
+        elif isinstance(v, dict):
+            for k, item in reversed(list(v.items())):
+                if not isinstance(k, str) or not _valid_unicode(k):
+                    return where, f"a key {_show(k)} that is not valid text"
+                stack.append((f"{where}.{k}" if where else k, item))
+        else:
+            return where, f"a {type(v).__name__} (not a JSON value)"
+    return None
+
+
+def _valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _finite(value) -> bool:
+    """A real number (not bool) that is finite and fits a float; never raises."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
+    if isinstance(value, int):
+        return -_BIG < value < _BIG
+    return math.isfinite(value)
+
+
+def _parse_frames(value, what: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= _MAX_FRAME:
+            raise InputError(f"{what}: frames must be a frame index from 0 to 2**62, got {_show(value)}")
+        first = last = value
+    elif isinstance(value, str):
+        m = _FRAMES_RE.fullmatch(value)
+        if not m:
+            raise InputError(f'{what}: bad frames {_show(value)}: expected "N" or "A-B" (0-based frame indices)')
+        digits = [g for g in m.groups() if g is not None]
+        if any(len(g.lstrip("0")) > _MAX_FRAME_DIGITS for g in digits):
+            raise InputError(f"{what}: frame index in {_show(value)} is out of range (at most 2**62)")
+        first = int(digits[0])
+        last = int(digits[1]) if len(digits) > 1 else first
+    else:
+        raise InputError(f'{what}: frames must be a string "N" or "A-B", got {_show(value)}')
+    if last < first:
+        raise InputError(f"{what}: reversed frame range {first}-{last} (the end comes before the start)")
+    if last > _MAX_FRAME:
+        raise InputError(f"{what}: frame index {last} is out of range (at most 2**62)")
+    return first, last
 
 
 def _number(stroke: dict, key: str, what: str) -> float:
     value = stroke[key]
     if not _finite(value):
-        raise InputError(f"{what}: {key} must be a finite number, got {value!r}")
+        raise InputError(f"{what}: {key} must be a finite number, got {_show(value)}")
     return float(value)
 
 
-def _parse_stroke(stroke: Any, index: int, path: Path) -> _Stroke:
-    what = f"{path}: stroke [{index}]"
+def _check_points(raw, what: str) -> None:
+    if not isinstance(raw, list) or not raw:
+        raise InputError(f"{what}: points must be a non-empty list of [x, y] pairs of finite numbers, "
+                         f"got {_show(raw)}")
+    if len(raw) > MAX_POINTS_PER_STROKE:
+        raise InputError(f"{what}: {len(raw)} points, over the limit of {MAX_POINTS_PER_STROKE} points in a stroke "
+                         "(split it into several strokes)")
+    for i, p in enumerate(raw):
+        if not (isinstance(p, list) and len(p) == 2 and _finite(p[0]) and _finite(p[1])):
+            got = "[" + ", ".join(map(_show, p)) + "]" if isinstance(p, list) and len(p) == 2 else _show(p)
+            raise InputError(f"{what}: points[{i}] must be an [x, y] pair of finite numbers, got {got}")
+        if not (abs(p[0]) <= MAX_COORDINATE and abs(p[1]) <= MAX_COORDINATE):
+            raise InputError(f"{what}: points[{i}] = [{_show(p[0])}, {_show(p[1])}] lies more than "
+                             f"{MAX_COORDINATE:.0f} pixels from the frame's corner (the limit)")
+
+
+def _parse_stroke(stroke: Any, index: int, source: str) -> _Stroke:
+    what = f"{source}: stroke [{index}]"
     if not isinstance(stroke, dict):
-        raise InputError(f"{what}: expected an object with keys {', '.join(_STROKE_KEYS)}, got {stroke!r:.60}")
+        raise InputError(f"{what}: expected an object with keys {', '.join(_STROKE_KEYS)}, got {_show(stroke)}")
     missing = [k for k in _STROKE_KEYS if k not in stroke]
     if missing:
         raise InputError(f"{what}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     first, last = _parse_frames(stroke["frames"], what)
     mode = stroke["mode"]
-    if mode not in ("restore", "remove"):
-        raise InputError(f'{what}: unknown mode {mode!r} (expected "restore" or "remove")')
+    if not isinstance(mode, str) or mode not in ("restore", "remove"):
+        raise InputError(f'{what}: unknown mode {_show(mode)} (expected "restore" or "remove")')
     size = _number(stroke, "size", what)
     if size <= 0:
-        raise InputError(f"{what}: size (brush diameter in pixels) must be > 0, got {stroke['size']!r}")
+        raise InputError(f"{what}: size (brush diameter in pixels) must be > 0, got {_show(stroke['size'])}")
     softness = _number(stroke, "softness", what)
     if not 0.0 <= softness <= 1.0:
-        raise InputError(f"{what}: softness must be within 0..1, got {stroke['softness']!r}")
-    raw = stroke["points"]
-    ok = isinstance(raw, list) and len(raw) > 0 and all(
-        isinstance(p, list) and len(p) == 2 and all(_finite(v) for v in p) for p in raw)
-    if not ok:
-        raise InputError(f"{what}: points must be a non-empty list of [x, y] pairs of finite numbers")
-    return _Stroke(what, first, last, mode == "restore", size / 2.0, softness, _as_points(raw))
+        raise InputError(f"{what}: softness must be within 0..1, got {_show(stroke['softness'])}")
+    _check_points(stroke["points"], what)
+    # The keys bgvid ignores (the five above are checked) must still be JSON it can write back.
+    bad = _bad_value({k: v for k, v in stroke.items() if k not in _STROKE_KEYS or not isinstance(k, str)})
+    if bad is not None:
+        raise InputError(f"{what}: key {bad[0]}: {bad[1]}")
+    return _Stroke(what, first, last, mode == "restore", size / 2.0, softness, _as_points(stroke["points"]))
 
 
-def _load_json(path: Path) -> list[_Stroke]:
+def decode_json(text: str, source) -> Any:
+    """Parse an override document. Numbers are checked for length before they are converted (a
+    refused one stays in the result as a marker that check_strokes reports with its stroke and
+    key). Raises InputError naming `source` for anything that is not JSON."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InputError(f"{source}: not valid JSON: nested too deeply") from None
+    except (ValueError, TypeError, MemoryError) as exc:  # nothing in the parser should get here
+        raise InputError(f"{source}: not valid JSON ({type(exc).__name__})") from None
+
+
+def check_strokes(data: Any, *, source, width: int, height: int) -> list[_Stroke]:
+    """Validate a decoded override document (a list of strokes) for a width x height video:
+    every key, number and limit of the module docstring. Raises InputError naming `source`, the
+    stroke and what was wrong; the editor refuses with the same message that `bgvid run` stops with."""
+    source = str(source)
+    if not isinstance(data, list):
+        kind = "number" if isinstance(data, _Refused) else type(data).__name__
+        raise InputError(f"{source}: expected a JSON list of strokes, got a {kind}")
+    if len(data) > MAX_STROKES:
+        raise InputError(f"{source}: {len(data)} strokes, over the limit of {MAX_STROKES} strokes in a file")
+    strokes = []
+    total = 0
+    for i, item in enumerate(data):
+        stroke = _parse_stroke(item, i, source)
+        total += len(item["points"])
+        if total > MAX_POINTS:
+            raise InputError(f"{source}: stroke [{i}]: the strokes up to here have {total} points, over the limit "
+                             f"of {MAX_POINTS} points in a file")
+        strokes.append(stroke)
+    _check_work(strokes, width, height, source)
+    return strokes
+
+
+def work_budget(width: int, height: int) -> int:
+    """The most pixel evaluations the strokes on one frame may cost (see the module docstring)."""
+    return WORK_PASSES * max(int(width) * int(height), MIN_WORK_AREA)
+
+
+def _check_work(strokes: Sequence[_Stroke], width: int, height: int, source: str) -> None:
+    """Refuse strokes whose rasterisation on some frame would cost more than work_budget()."""
+    if not strokes:
+        return
+    budget = work_budget(width, height)
+    work = [s.work(width, height) for s in strokes]
+    # Sweep over range ends: the frame where the active strokes cost the most.
+    events = sorted([(s.first, 0, w) for s, w in zip(strokes, work, strict=True)]
+                    + [(s.last + 1, -1, -w) for s, w in zip(strokes, work, strict=True)])
+    running, worst, at = 0, 0, 0
+    for frame, _, w in events:
+        running += w
+        if running > worst:
+            worst, at = running, frame
+    if worst <= budget:
+        return
+    running = 0
+    for i, (s, w) in enumerate(zip(strokes, work, strict=True)):  # the stroke that goes over, in list order
+        if s.first <= at <= s.last:
+            running += w
+            if running > budget:
+                alone = "" if running == w else f" with the strokes before it on frame {at}"
+                area = f"{width}x{height}" if width * height >= MIN_WORK_AREA else "640x480, the least counted"
+                raise InputError(
+                    f"{source}: stroke [{i}]: rasterising it{alone} would cost {running:.3g} pixel evaluations, over "
+                    f"the limit of {budget:.3g} per frame ({WORK_PASSES} passes over {area}): "
+                    "use fewer points or a smaller brush")
+    raise AssertionError("unreachable: the sweep found a frame over the budget")  # pragma: no cover
+
+
+def _read_json(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
     except OSError as exc:
         raise InputError(f"{path}: cannot read override strokes: {exc.strerror or exc}") from None
+    if len(raw) > MAX_JSON_BYTES:
+        raise InputError(f"{path}: override strokes file is over the limit of {MAX_JSON_BYTES >> 20} MiB")
+    try:
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"{path}: override strokes are not UTF-8 text") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise InputError(f"{path}: not valid JSON: nested too deeply") from None
-    if not isinstance(data, list):
-        raise InputError(f"{path}: expected a JSON list of strokes, got a {type(data).__name__}")
-    return [_parse_stroke(stroke, i, path) for i, stroke in enumerate(data)]
+
+
+def _load_json(path: Path, width: int, height: int) -> list[_Stroke]:
+    return check_strokes(decode_json(_read_json(path), path), source=path, width=width, height=height)
+
+
+def load_json_document(path, *, width: int, height: int) -> list:
+    """An overrides.json as its JSON values (what the editor shows and writes back), checked
+    exactly as `bgvid run` checks it: InputError naming the file."""
+    path = Path(os.fspath(path))
+    data = decode_json(_read_json(path), path)
+    check_strokes(data, source=path, width=width, height=height)
+    return data
 
 
 # --------------------------------------------------------------------------------------------------
@@ -462,11 +720,20 @@ def _read_png_header(path: Path, first: int, last: int, width: int, height: int)
     return _PngLayer(str(path), first, last, depth, color_type, trns)
 
 
+def _display(path) -> str:
+    """The path for a one-line message: as it is, or escaped where it holds a newline or another
+    control character (a file name can)."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)
+
+
 def _png_entry(path: Path) -> tuple[int, int]:
-    m = _NAME_RE.match(path.name)
+    m = _NAME_RE.fullmatch(path.name)
     if not m:
-        raise InputError(f"{path}: not an override file: expected NNNNNN.png or NNNNNN-MMMMMM.png "
+        raise InputError(f"{_display(path)}: not an override file: expected NNNNNN.png or NNNNNN-MMMMMM.png "
                          f"(6-digit, 0-based frame indices) or {_JSON_NAME}")
+    if any(len(g.lstrip("0")) > _MAX_FRAME_DIGITS for g in m.groups() if g is not None):
+        raise InputError(f"{path}: frame index is out of range (at most 2**62)")
     first = int(m.group(1))
     last = int(m.group(2)) if m.group(2) is not None else first
     if last < first:
@@ -544,11 +811,11 @@ class Overrides:
                 pngs.append(_read_png_header(entry, first, last, width, height))
             pngs.sort(key=lambda layer: (layer.first, -layer.last, layer.source))
             if json_path is not None:
-                strokes = _load_json(json_path)
+                strokes = _load_json(json_path, width, height)
         elif path.is_file():
             if path.suffix.lower() != ".json":
                 raise InputError(f"{path}: overrides must be a folder of PNGs or a .json file of strokes")
-            strokes = _load_json(path)
+            strokes = _load_json(path, width, height)
         else:
             raise InputError(f"{path}: override path not found")
         return cls([*pngs, *strokes], width=width, height=height, cache_bytes=cache_bytes)
@@ -588,11 +855,11 @@ class Overrides:
             raise ValueError(f"matte is {shape[-1]}x{shape[-2]} but the overrides were loaded for "
                              f"{self.width}x{self.height}")
 
-    def _apply_into(self, out, active: np.ndarray) -> None:
+    def _apply_into(self, out, active: np.ndarray, upload=None) -> None:
         for i in active.tolist():
             patch = self._patch(i)
             if patch is not None:
-                patch.blend_into(out)
+                patch.blend_into(out, upload)
 
     def apply(self, alpha, frame_index: int):
         """alpha [H, W] float 0..1 (NumPy or CuPy) -> corrected float32 copy; the same object when
@@ -607,10 +874,11 @@ class Overrides:
         return out
 
 
-class OverrideStage:
+class OverrideStage(StageBase):
     """Pipeline stage: applies the overrides to batch.alpha ([N, H, W] at frame size) by
     batch.frame_index. The batch's alpha is replaced by a corrected copy, never written in place
-    (an upstream stage may still hold the array, e.g. as temporal state)."""
+    (an upstream stage may still hold the array, e.g. as temporal state). On a device the painted
+    patches are rasterised on the host and cross up (a side channel of the painted boxes only)."""
 
     name = "overrides"
 
@@ -628,8 +896,12 @@ class OverrideStage:
         self.overrides._check(batch.alpha.shape[1:])
         xp = get_array_module(batch.alpha)
         out = batch.alpha.astype(xp.float32, copy=True)
+        upload = None
+        if self.on_device(batch.alpha) and self.device is not None:
+            def upload(host):
+                return self.device.upload(np.ascontiguousarray(host, np.float32), side=True)
         for i, a in enumerate(active):
             if a.size:
-                self.overrides._apply_into(out[i], a)
+                self.overrides._apply_into(out[i], a, upload)
         batch.alpha = out
         return [batch]

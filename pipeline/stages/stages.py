@@ -1,30 +1,65 @@
-"""Stages and the threaded runner that joins them.
+"""The stages of the frame path, each with one job (the threaded runner that joins them is runner.py).
 
 A stage follows PyAV's encoder protocol: `push(batch)` returns the batches it can emit now,
 `push(None)` flushes what it holds. State that must travel between frames (recurrent models,
 temporal smoothing) lives in explicit objects owned by the stage, never in globals.
+
+The same stages run on the CPU (NumPy arrays) and on a GPU (CuPy arrays): the kernels pick their body
+by the array's module. On a device the chain starts with UploadStage (the frames' one crossing to the
+device) and ends with PlanesStage (the encoder's planes, which the writer downloads once per batch);
+in between nothing comes back to the host except the documented side channels (stages/../device.py).
+Each stage records in `device.branches` when its device branch ran (the tests check every one did).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
-from typing import Iterable, Iterator, Optional, Protocol
+from typing import Iterable, Optional, Protocol
 
 import numpy as np
 
 from ..frames import FrameBatch
-from ..kernels import DEFAULT_STRENGTH, SmoothState, composite, guided_upsample, resize_batch, smooth_mattes
+from ..kernels import (
+    DEFAULT_STRENGTH,
+    SmoothState,
+    composite,
+    get_array_module,
+    guided_upsample,
+    resize_batch,
+    smooth_mattes,
+)
 
 
 class Stage(Protocol):
+    """push(batch) -> the batches it can emit now; push(None) flushes what it holds (then nothing more
+    is pushed); close() releases what it holds (threads, pools), also after a failure or an early stop,
+    and may be called more than once. Flush and close are separate, as in PyAV."""
+
     name: str
 
     def push(self, batch: Optional[FrameBatch]) -> Iterable[FrameBatch]: ...
 
+    def close(self) -> None: ...
 
-class SegmentStage:
+
+class StageBase:
+    """What most stages share: nothing to release, and the device they run on (set by build_chain)."""
+
+    name = "stage"
+    device = None
+
+    def close(self) -> None:
+        pass
+
+    def on_device(self, array) -> bool:
+        """True (and recorded) when `array` is a device array: this stage takes its device branch."""
+        if array is None or get_array_module(array) is np:
+            return False
+        if self.device is not None:
+            self.device.branches[self.name] += 1
+        return True
+
+
+class SegmentStage(StageBase):
     """Runs the model; sets batch.alpha at the model's resolution."""
 
     name = "segment"
@@ -36,12 +71,13 @@ class SegmentStage:
     def push(self, batch):
         if batch is None:
             return []
+        self.on_device(batch.rgb)
         batch.alpha, batch.foreground, self.state = self.segmenter.segment(
             batch.rgb, self.state, size="model", with_foreground=True)
         return [batch]
 
 
-class SmoothStage:
+class SmoothStage(StageBase):
     """Temporal smoothing at the matte's resolution (see kernels/_smooth.py). Its state is explicit:
     pass `state` to continue from another run; frames must arrive in order."""
 
@@ -54,11 +90,15 @@ class SmoothStage:
     def push(self, batch):
         if batch is None:
             return []
-        batch.alpha, self.state = smooth_mattes(batch.alpha, batch.rgb, self.state, strength=self.strength)
+        transfer = None
+        if self.on_device(batch.alpha) and self.device is not None:
+            transfer = (self.device.download, self.device.upload)  # the flow's side channel, counted
+        batch.alpha, self.state = smooth_mattes(batch.alpha, batch.rgb, self.state, strength=self.strength,
+                                                transfer=transfer)
         return [batch]
 
 
-class UpsampleStage:
+class UpsampleStage(StageBase):
     """Brings the matte to frame resolution: "none" = bilinear, "guided" = fast guided filter."""
 
     name = "upsample"
@@ -69,6 +109,7 @@ class UpsampleStage:
     def push(self, batch):
         if batch is None:
             return []
+        self.on_device(batch.alpha)
         if self.refine == "guided":
             batch.alpha = guided_upsample(batch.alpha, batch.rgb)
         else:
@@ -76,7 +117,7 @@ class UpsampleStage:
         return [batch]
 
 
-class FinishStage:
+class FinishStage(StageBase):
     """Matte finishing a compositor expects: choke (shrink/grow) and feather, in pixels."""
 
     name = "finish"
@@ -89,11 +130,12 @@ class FinishStage:
             return []
         from ..kernels import choke_feather
 
+        self.on_device(batch.alpha)
         batch.alpha = choke_feather(batch.alpha, choke=self.choke, feather=self.feather)
         return [batch]
 
 
-class TrimStage:
+class TrimStage(StageBase):
     """Drops warm-up frames (index < first) once they have primed the temporal state."""
 
     name = "trim"
@@ -104,19 +146,22 @@ class TrimStage:
     def push(self, batch):
         if batch is None:
             return []
-        keep = batch.frame_index >= self.first
+        keep = batch.frame_index >= self.first  # frame indices are host metadata, never device arrays
         if keep.all():
             return [batch]
         if not keep.any():
             return []
-        batch.rgb, batch.alpha = batch.rgb[keep], batch.alpha[keep]
-        batch.frame_index, batch.pts = batch.frame_index[keep], None if batch.pts is None else batch.pts[keep]
+        # frames arrive in order, so the warm-up frames are a prefix: a slice (no mask on device arrays)
+        k = int(np.argmax(keep))
+        self.on_device(batch.rgb)
+        batch.rgb, batch.alpha = batch.rgb[k:], batch.alpha[k:]
+        batch.frame_index, batch.pts = batch.frame_index[k:], None if batch.pts is None else batch.pts[k:]
         if batch.foreground is not None:
-            batch.foreground = batch.foreground[keep]
+            batch.foreground = batch.foreground[k:]
         return [batch]
 
 
-class DecontaminateStage:
+class DecontaminateStage(StageBase):
     """Straight-alpha colour in half-transparent pixels must be the foreground's own colour, not the
     foreground mixed with the old background (the halo every tool's users complain about). Uses the
     model's predicted foreground (rvm's fgr, written into half-transparent pixels) where there is
@@ -136,13 +181,29 @@ class DecontaminateStage:
         self.workers = int(workers)
         self._pool = None
 
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def push(self, batch):
         if batch is None:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+            self.close()  # nothing is held between batches: the flush is the end of the pool
             return []
         alpha = batch.alpha
+        if self.on_device(batch.rgb):
+            # no data-dependent branch on the device (it would be a hidden device->host transfer)
+            from ..kernels import decontaminate
+
+            xp = get_array_module(batch.rgb)
+            if batch.foreground is not None:
+                top = 65535.0 if batch.rgb.dtype == xp.uint16 else 255.0
+                soft = (alpha > 0.0) & (alpha < 1.0)
+                estimate = xp.rint(batch.foreground * xp.float32(top)).astype(batch.rgb.dtype)
+                batch.rgb = xp.where(soft[..., None], estimate, batch.rgb)
+            else:
+                batch.rgb = decontaminate(batch.rgb, alpha)
+            return [batch]
         soft = (alpha > 0.0) & (alpha < 1.0)
         if not soft.any():
             return [batch]
@@ -161,145 +222,72 @@ class DecontaminateStage:
         return [batch]
 
 
-class CompositeStage:
+class CompositeStage(StageBase):
     """Replaces the background: colour, image, looping video or the blurred original.
     The result is opaque (alpha 1)."""
 
     name = "composite"
 
     def __init__(self, background):
-        self.background = background  # a _background.Background
+        self.background = background  # an io.background.Background (the caller opens and closes it)
+        self._host_plate = self._device_plate = None
+
+    def _on_device(self, plate):
+        """A host plate for device frames: a colour becomes device constants; a still image is uploaded
+        once and reused; video frames cross once per batch (a documented side channel)."""
+        xp = get_array_module(self._frames)
+        if get_array_module(plate) is not np:
+            return plate
+        if plate.ndim == 1:
+            return xp.asarray([float(v) for v in plate], dtype=xp.float32)
+        if plate is not self._host_plate:
+            self._host_plate, self._device_plate = plate, self.device.upload(plate, side=True)
+        return self._device_plate
 
     def push(self, batch):
         if batch is None:
             return []
         plate = self.background.plates(batch)
+        if self.on_device(batch.rgb):
+            self._frames = batch.rgb
+            plate = self._on_device(plate)
         batch.rgb = composite(batch.rgb, batch.alpha, plate)
-        batch.alpha = np.ones_like(batch.alpha)
+        batch.alpha = get_array_module(batch.alpha).ones_like(batch.alpha)
         return [batch]
 
 
-_END = object()
+class UploadStage(StageBase):
+    """The frames' one crossing to the device, right after decode: a pinned staging buffer and a
+    stream of this stage's own thread, so the next batch uploads while the current one computes."""
+
+    name = "upload"
+
+    def __init__(self, device):
+        self.device = device
+
+    def push(self, batch):
+        if batch is None:
+            return []
+        self.device.branches[self.name] += 1
+        batch.rgb = self.device.upload(batch.rgb)
+        return [batch]
 
 
-class Pipeline:
-    """Runs a frame source and stages in threads joined by bounded queues; iterate it for the
-    finished batches. Decode, inference and encode overlap; at most `depth` batches wait between
-    two stages, and at most `max_in_flight` batches exist between the decoder and the consumer
-    altogether, so memory reaches its ceiling within the first few batches (not after as many frames
-    as the stages and queues can hold) and does not grow with video length. The first failure
-    anywhere stops every thread and is re-raised once, in the iterating thread."""
+class PlanesStage(StageBase):
+    """RGB(A) -> the encoder's planes on the device (kernels/_planes), packed so the writer's download is
+    one copy per batch; the frames and mattes are released here."""
 
-    def __init__(self, source: Iterable[FrameBatch], stages: list, *, depth: int = 2, max_in_flight: int = 4):
-        self.source = source
-        self.stages = stages
-        self.depth = depth
-        self.max_in_flight = max(1, int(max_in_flight))
-        self._in_flight = 0
-        self._room = threading.Condition()
-        self.stop = threading.Event()
-        self.error: Optional[BaseException] = None
-        self.seconds: dict[str, float] = {"decode": 0.0, **{s.name: 0.0 for s in stages}}
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
+    name = "planes"
 
-    def _fail(self, exc: BaseException) -> None:
-        with self._lock:
-            if self.error is None:
-                self.error = exc
-        self.stop.set()
+    def __init__(self, spec):
+        self.spec = spec  # kernels._planes.PlaneSpec, from the writer (VideoWriter.plane_spec())
 
-    def _put(self, q: queue.Queue, item) -> bool:
-        while not self.stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def push(self, batch):
+        if batch is None:
+            return []
+        from ..kernels._planes import to_planes
 
-    def _get(self, q: queue.Queue):
-        while not self.stop.is_set():
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-        return None  # stopping
-
-    def _count(self, delta: int) -> None:
-        """Batches come into being at the decoder (+1) and leave at the consumer (-1); a stage that
-        drops or merges batches gives their credit back, one that splits or flushes takes more."""
-        with self._room:
-            self._in_flight += delta
-            self._room.notify_all()
-
-    def _wait_for_room(self) -> bool:
-        with self._room:
-            while self._in_flight >= self.max_in_flight:
-                if self.stop.is_set():
-                    return False
-                self._room.wait(timeout=0.1)
-            self._in_flight += 1
-            return not self.stop.is_set()
-
-    def _run_source(self, out: queue.Queue) -> None:
-        try:
-            iterator = iter(self.source)
-            while not self.stop.is_set():
-                if not self._wait_for_room():
-                    return
-                started = time.perf_counter()
-                batch = next(iterator, _END)
-                self.seconds["decode"] += time.perf_counter() - started
-                if batch is _END:
-                    self._count(-1)
-                if not self._put(out, batch) or batch is _END:
-                    return
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the iterating thread
-            self._fail(exc)
-
-    def _run_stage(self, stage, inq: queue.Queue, out: queue.Queue) -> None:
-        try:
-            while True:
-                item = self._get(inq)
-                if item is None:
-                    return
-                started = time.perf_counter()
-                results = list(stage.push(None if item is _END else item))
-                self.seconds[stage.name] += time.perf_counter() - started
-                self._count(len(results) - (0 if item is _END else 1))
-                for result in results:
-                    if not self._put(out, result):
-                        return
-                if item is _END:
-                    self._put(out, _END)
-                    return
-        except BaseException as exc:  # noqa: BLE001
-            self._fail(exc)
-
-    def __iter__(self) -> Iterator[FrameBatch]:
-        queues = [queue.Queue(maxsize=self.depth) for _ in range(len(self.stages) + 1)]
-        self._threads = [threading.Thread(target=self._run_source, args=(queues[0],), name="bgvid-decode", daemon=True)]
-        for i, stage in enumerate(self.stages):
-            self._threads.append(threading.Thread(
-                target=self._run_stage, args=(stage, queues[i], queues[i + 1]), name=f"bgvid-{stage.name}", daemon=True))
-        for thread in self._threads:
-            thread.start()
-        try:
-            while True:
-                item = self._get(queues[-1])
-                if item is None:  # stopped: by a failure, or by close()
-                    if self.error is not None:
-                        raise self.error
-                    return
-                if item is _END:
-                    return
-                self._count(-1)
-                yield item
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
+        self.on_device(batch.alpha if batch.rgb is None else batch.rgb)
+        batch.planes = to_planes(None if self.spec.matte else batch.rgb, batch.alpha, self.spec)
+        batch.rgb = batch.alpha = batch.foreground = None
+        return [batch]

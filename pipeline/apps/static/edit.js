@@ -59,6 +59,9 @@ function addSegment(cov, W, H, a, b, size, softness) {
   return [x0, y0, x1, y1];
 }
 
+// bgvid clamps the brush diameter to the frame's diagonal (pipeline/stages/overrides.py).
+function brushSize(size) { return Math.min(size, Math.hypot(ed.W, ed.H)); }
+
 function segmentsOf(points) {
   const pts = points.filter((p, i) => i === 0 || p[0] !== points[i - 1][0] || p[1] !== points[i - 1][1]);
   if (pts.length === 1) return [[pts[0], pts[0]]];
@@ -69,7 +72,7 @@ function segmentsOf(points) {
 function strokeCoverage(stroke) {
   let hit = ed.covCache.get(stroke);
   if (hit) return hit;
-  const { W, H } = ed, r = stroke.size / 2;
+  const { W, H } = ed, size = brushSize(stroke.size), r = size / 2;
   const xs = stroke.points.map((p) => p[0]), ys = stroke.points.map((p) => p[1]);
   const [x0, x1] = span(Math.min(...xs), Math.max(...xs), r, W);
   const [y0, y1] = span(Math.min(...ys), Math.max(...ys), r, H);
@@ -78,7 +81,7 @@ function strokeCoverage(stroke) {
     // Rasterise in a box-sized buffer by shifting the points into box coordinates.
     const cov = new Float32Array(hit.w * hit.h);
     const shift = (p) => [p[0] - x0, p[1] - y0];
-    for (const [a, b] of segmentsOf(stroke.points)) addSegment(cov, hit.w, hit.h, shift(a), shift(b), stroke.size, stroke.softness);
+    for (const [a, b] of segmentsOf(stroke.points)) addSegment(cov, hit.w, hit.h, shift(a), shift(b), size, stroke.softness);
     hit.cov = cov;
   }
   ed.covCache.set(stroke, hit);
@@ -180,7 +183,14 @@ function pixelsOf(image) {
 }
 
 async function fetchImage(path, signal) {
-  const resp = await fetch(path, { signal, cache: "no-store" });
+  let resp;
+  for (let attempt = 0; ; attempt++) {
+    resp = await fetch(path, { signal, cache: "no-store" });
+    // 503: the server is at its connection cap (requests still in flight while scrubbing): retry.
+    if (resp.status !== 503 || attempt >= 20) break;
+    await new Promise((done) => setTimeout(done, 100 + 50 * attempt));
+    if (signal.aborted) throw new DOMException("aborted", "AbortError");
+  }
   if (!resp.ok) {
     let why = `${resp.status} ${resp.statusText}`;
     try { why = (await resp.json()).error || why; } catch (e) { /* not JSON */ }
@@ -358,18 +368,24 @@ function beginStroke(e) {
   const p = toVideo(e);
   const stroke = { frames: strokeFrames(), mode: b.mode, size: b.size, softness: b.softness, points: [p] };
   ed.live = { stroke, pointerId: e.pointerId, target: b.mode === "restore" ? 1 : 0, cov: new Float32Array(ed.W * ed.H) };
-  const box = addSegment(ed.live.cov, ed.W, ed.H, p, p, b.size, b.softness);
+  const box = addSegment(ed.live.cov, ed.W, ed.H, p, p, brushSize(b.size), b.softness);
   if (box) render(box);
 }
 
 function extendStroke(e) {
-  const live = ed.live, pts = live.stroke.points;
   const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
   for (const ev of events.length ? events : [e]) {
+    let live = ed.live, pts = live.stroke.points;
     const p = toVideo(ev), last = pts[pts.length - 1];
     if (p[0] === last[0] && p[1] === last[1]) continue;
+    if (pts.length >= ed.info.limits.points_per_stroke) {
+      // bgvid refuses longer strokes: painting goes on in a new stroke from the last point.
+      endStroke();
+      ed.live = live = { ...live, stroke: { ...live.stroke, points: [last] }, cov: new Float32Array(ed.W * ed.H) };
+      pts = live.stroke.points;
+    }
     pts.push(p);
-    const box = addSegment(live.cov, ed.W, ed.H, last, p, live.stroke.size, live.stroke.softness);
+    const box = addSegment(live.cov, ed.W, ed.H, last, p, brushSize(live.stroke.size), live.stroke.softness);
     if (box) render(box);
   }
 }
