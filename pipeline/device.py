@@ -24,6 +24,17 @@ import numpy as np
 from .errors import InputError
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+PROVIDERS: dict[str, str] = {  # --provider -> ONNX Runtime's execution provider
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
 GPU_INSTALL = 'pip install "bgvid[gpu]" (onnxruntime-gpu with CUDA 13 and cupy-cuda13x)'
 
 
@@ -54,8 +65,6 @@ def cuda_status() -> tuple[bool, str]:
 def resolve_device(device: str = "auto", provider: Optional[str] = None) -> DeviceChoice:
     """Pick where work runs. Never falls back silently: an explicit CUDA request that cannot be met is
     an error naming the missing piece; `auto` picks CUDA only when every piece is there and says why."""
-    from .models.segmenter import PROVIDERS, available_providers
-
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise InputError(f"--device must be one of {DEVICE_HELP}, got {device!r}")
     if provider is not None and provider not in PROVIDERS:

@@ -130,8 +130,7 @@ def cuda_available() -> tuple[bool, str]:
     """(usable, why not): CuPy with a CUDA device and ONNX Runtime's CUDA provider, as --device cuda needs."""
     if os.environ.get("BGVID_TEST_HIDE_CUDA") == "1":
         return False, "CUDA hidden (BGVID_TEST_HIDE_CUDA=1)"
-    from bgvid.device import cuda_status
-    from bgvid.models.segmenter import available_providers
+    from bgvid.device import available_providers, cuda_status
 
     ok, why = cuda_status()
     if not ok:

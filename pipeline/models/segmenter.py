@@ -10,22 +10,12 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 
+from ..device import PROVIDERS, CpuDevice, available_providers  # noqa: F401 - available_providers: re-exported
 from ..errors import InputError, ModelError
 from ..kernels import get_array_module, resize_batch, to_float_rgb
 from .catalog import ModelSpec, get_model, load_user_spec, validate_against_graph
 
 Provider = Literal["cpu", "cuda", "tensorrt"]
-PROVIDERS: dict[str, str] = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
-
-
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
 
 
 def resolve_model(model: str, *, spec_path: Optional[Path] = None, pull: bool = True,
@@ -105,8 +95,6 @@ class Segmenter:
                  threads: int = 0, input_size: Optional[tuple[int, int]] = None,
                  downsample_ratio: float | str = "auto", device=None, profile: Optional[str] = None):
         import onnxruntime as ort
-
-        from ..device import CpuDevice
 
         self.device = device if device is not None else CpuDevice()  # where device-array batches live
         self._ratio_values: dict = {}
