@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._backend import backend_for, get_array_module
+from ._backend import backend_for
 
 KR_KB = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 5: (0.299, 0.114), 6: (0.299, 0.114), 7: (0.212, 0.087),
          9: (0.2627, 0.0593), 10: (0.2627, 0.0593)}
@@ -157,6 +157,3 @@ def to_planes(rgb, alpha, spec: PlaneSpec, *, backend=None) -> Planes:
         planes.append(_quantize(xp, a, (1 << bits) - 1, dtype))
     return _pack(xp, planes, fmt)
 
-
-def planes_module(planes: Planes):
-    return get_array_module(planes.data)

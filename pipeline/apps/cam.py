@@ -653,6 +653,7 @@ class LiveSession:
         except BaseException:
             self.background.close()
             raise
+        self.chain = chain
         self.segment = chain.segment
         rest = chain.after_segment()
         self.stages = rest
@@ -785,8 +786,7 @@ class LiveSession:
             self.sink.close()
         finally:
             self.source.close()
-            for stage in (self.segment, *self.stages):
-                stage.close()
+            self.chain.close()
             self.background.close()
 
 

@@ -293,6 +293,7 @@ class Segmenter:
 
             cupy.cuda.get_current_stream().synchronize()  # the inputs' kernels are done before ORT reads them
         self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()  # the outputs are complete before CuPy kernels on another stream read them
         return binding.get_outputs()
 
     def _device_array(self, value):
