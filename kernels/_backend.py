@@ -78,10 +78,12 @@ class Backend:
         d = xp.arange(dst, dtype=xp.float64)
         if mode == "area":
             # OpenCV's INTER_AREA when enlarging: a two-tap filter whose right weight is the part of the
-            # destination pixel that lies past the source pixel's edge
-            left = xp.floor(d * (src / dst))
-            frac = (d + 1) - (left + 1) * (dst / src)
-            frac = xp.where(frac <= 0, 0.0, frac - xp.floor(frac))
+            # destination pixel that lies past the source pixel's edge. The scale is OpenCV's 1 / (dst / src),
+            # not src / dst: the two round apart where d * src / dst is a whole number (144 -> 640, d = 120:
+            # 27 exactly, OpenCV's 26.99999 -> 26), a whole pixel of difference
+            left = xp.floor(d * (1.0 / (dst / src)))
+            frac = ((d + 1) - (left + 1) * (dst / src)).astype(xp.float32)  # float, as OpenCV's (float) cast
+            frac = xp.where(frac <= 0, 0.0, frac - xp.floor(frac)).astype(xp.float64)
         else:
             # bilinear: centre of the destination pixel in source coordinates
             pos = (d + 0.5) * (src / dst) - 0.5

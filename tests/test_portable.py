@@ -58,6 +58,20 @@ def test_resize_matches_opencv(frames, mode, size):
             atol=1e-6)
 
 
+@pytest.mark.parametrize("src, dst", [(144, 640), (176, 1152), (144, 200), (97, 1283)])
+def test_area_enlarging_weights_are_opencvs(src, dst):
+    """Enlarging with INTER_AREA (a 176x144 clip's grey frames brought to the object model's 1152x640 for the
+    flow): the portable weights pick OpenCV's source pixel also where d * src / dst is a whole number in
+    exact arithmetic but not in OpenCV's (1 / (dst / src)) * d, and drop a weight OpenCV's float cast makes
+    0. One wrong pick was a whole pixel off: grey values 95-249 apart and the flow with them."""
+    import cv2
+
+    impulses = np.eye(src, dtype=np.float32)
+    opencv = cv2.resize(impulses, (src, dst), interpolation=cv2.INTER_AREA)  # row d: the weights of output d
+    ours = np.asarray(NUMPY._weights(src, dst, "area"))
+    assert np.abs(opencv - ours).max() <= 1e-6
+
+
 def test_composite_blur_and_choke_feather_match_opencv(frames):
     rgb, low = frames
     alpha = resize_batch(low, rgb.shape[1:3], interpolation="bilinear")
