@@ -19,6 +19,8 @@ Clip makers (all return the Path written, all keep clips tiny):
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence
@@ -321,3 +323,11 @@ def _decode(container, stream, decoder: Optional[str]):
             f.pts = f.pts if f.pts is not None else None
             yield f
     yield from ctx.decode(None)
+
+
+def bgvid_cli(*args, check=None, **kw) -> subprocess.CompletedProcess:
+    """`python -m bgvid ARGS...` as a user runs it; with check=N, assert the exit status (stderr shown)."""
+    proc = subprocess.run([sys.executable, "-m", "bgvid", *map(str, args)], capture_output=True, text=True, **kw)
+    if check is not None:
+        assert proc.returncode == check, (proc.returncode, proc.stderr)
+    return proc

@@ -158,7 +158,7 @@ def mouse_stroke(page, rect, points, steps=6) -> None:
     page.mouse.up()
 
 
-def canvas_grey(page) -> np.ndarray:
+def canvas_grey(page, size=(H, W)) -> np.ndarray:
     """The canvas as the person sees it in the Matte view: [H, W] uint8."""
     page.check("input[name=view][value=matte]")
     data = page.eval_on_selector("#view", """c => {
@@ -167,7 +167,7 @@ def canvas_grey(page) -> np.ndarray:
         for (let i = 0; i < d.length; i += 4) s += String.fromCharCode(d[i]);
         return btoa(s);
     }""")
-    return np.frombuffer(base64.b64decode(data), dtype=np.uint8).reshape(H, W)
+    return np.frombuffer(base64.b64decode(data), dtype=np.uint8).reshape(size)
 
 
 def save(page) -> None:
@@ -219,6 +219,7 @@ def test_mouse_stroke_on_a_half_size_canvas_is_saved_in_video_pixels_and_renders
     page.fill("#from", "10")
     page.fill("#to", "20")
     page.check("input[name=mode][value=remove]")
+    page.uncheck("#follow")  # a stroke that stays put: this test is about where it lands, in video pixels
     page.fill("#size", str(SIZE))
     page.fill("#softness", str(SOFTNESS))
     rect = set_zoom(page, 50)
@@ -262,6 +263,7 @@ def test_mouse_stroke_on_a_half_size_canvas_is_saved_in_video_pixels_and_renders
         else:
             assert a[CORE].mean() > 0.5, f"frame {n} must keep the model's matte"
     # ...and frame 15 of the render is what the page showed (within 8-bit rounding and smoothing warm-up).
+
     assert np.abs(alphas[15] * 255 - shown).max() <= 3
     assert page.errors == []
 
@@ -471,6 +473,97 @@ def test_a_frame_that_cannot_be_decoded_says_so_and_the_others_still_work(selfie
     page.keyboard.press("ArrowRight")
     page.wait_for_selector("#view[data-frame='13']")
     assert page.is_hidden("#message")
+    assert page.errors == []
+
+
+# ------------------------------------------------------------------------------------------ strokes that follow
+
+@pytest.fixture(scope="module")
+def square_clip(tmp_path_factory):
+    """A textured square moving 3 px per frame over a textured background (32 frames, PNG sequence)."""
+    from _track_clips import make_square_clip
+
+    return make_square_clip(tmp_path_factory.mktemp("square") / "frames", 32)
+
+
+@pytest.fixture
+def square_editor(square_clip, tmp_path_factory, tmp_path):
+    """The editor on the square with a model that sees nothing: every bit of matte is the strokes'."""
+    from _track_clips import blind_model
+
+    model = blind_model(tmp_path_factory.mktemp("blind"))
+    ed = Editor(square_clip, tmp_path / "overrides.json", model=str(model))
+    ed.model_path = str(model)
+    yield ed
+    ed.close()
+
+
+def test_a_stroke_painted_on_frame_10_moves_with_the_subject_when_scrubbing_to_frame_30(
+        browser, square_editor, square_clip, tmp_path):
+    from _track_clips import H as SH
+    from _track_clips import W as SW
+    from _track_clips import square_at, square_rows
+
+    import bgvid
+
+    ed = square_editor
+    page = ed.open(browser)
+    goto_frame(page, 10)
+    page.check("input[name=range][value=span]")
+    page.fill("#from", "10")
+    page.fill("#to", "30")
+    page.check("input[name=mode][value=restore]")
+    page.fill("#size", "10")
+    page.fill("#softness", "0")
+    assert page.is_checked("#follow")  # painting makes a stroke that follows the picture
+    rect = set_zoom(page, 200)
+    css = lambda p: (rect["x"] + p[0] * rect["width"] / SW, rect["y"] + p[1] * rect["height"] / SH)  # noqa: E731
+    points = square_rows(10)
+    page.mouse.move(*css(points[0]))
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*css(p), steps=8)
+    page.mouse.up()
+    on10 = canvas_grey(page, (SH, SW))
+    assert (on10[square_at(10)] == 255).mean() >= 0.95  # on its key frame: as painted
+    goto_frame(page, 30)
+    page.wait_for_selector("#view[data-tracked='30']")
+    on30 = canvas_grey(page, (SH, SW))
+    assert (on30[square_at(30)] >= 230).mean() >= 0.85, (on30[square_at(30)] >= 230).mean()
+    assert on30[square_at(10)].max() < 128  # nothing left where it was painted
+    assert "1 carried here" in page.text_content("#status")
+    save(page)
+    (stroke,) = json.loads(ed.overrides.read_text())
+    assert (stroke["frames"], stroke["keyframe"]) == ("10-30", 10)
+    # What the page shows on frame 30 is what `bgvid run --overrides` renders there.
+    alpha = {n: a for n, _, _, a in bgvid.iter_mattes(square_clip, model=ed.model_path, frames="30",
+                                                     overrides=ed.overrides, device="cpu")}[30]
+    assert np.abs(np.rint(alpha * 255) - on30.astype(float)).max() <= 1
+
+    # Shift+paint on frame 30 adds a key frame to that correction (the drift fix); undo takes it back.
+    points = [[x, y + 2] for x, y in square_rows(30)]
+    page.check("input[name=view][value=overlay]")
+    page.keyboard.down("Shift")
+    page.mouse.move(*css(points[0]))
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*css(p), steps=8)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    first, second = page.evaluate("window.bgvidEdit.strokes")
+    assert second["keyframe"] == 30 and second["frames"] == "10-30" and second["mode"] == "restore"
+    assert second["id"] and first["id"] == second["id"]
+    page.locator("#viewport").focus()
+    page.keyboard.press("Control+z")
+    (only,) = page.evaluate("window.bgvidEdit.strokes")
+    assert "id" not in only and only["keyframe"] == 10
+    page.keyboard.press("Control+Shift+z")
+    assert [s.get("id") for s in page.evaluate("window.bgvidEdit.strokes")] == [second["id"]] * 2
+    save(page)
+    strokes = json.loads(ed.overrides.read_text())
+    assert [s["keyframe"] for s in strokes] == [10, 30] and len({s["id"] for s in strokes}) == 1
+    on30 = canvas_grey(page, (SH, SW))
+    assert (on30[square_at(30)] >= 230).mean() >= 0.9  # frame 30 is now a key frame: exactly as painted
     assert page.errors == []
 
 

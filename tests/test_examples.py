@@ -21,11 +21,12 @@ def test_readme_first_command_on_the_sample_clip(model_path, tmp_path):
     """`bgvid run examples/carphone.mp4 -o OUT --force`, from the repository root, default model."""
     import av
 
-    model_path("rvm")  # the default model: in the cache (tests/conftest.py pulls it before the tests)
+    model_path("rvm"), model_path("isnet")  # the default (--subject auto) probes with both (conftest pulls them)
     out = tmp_path / "carphone.mov"
     proc = subprocess.run([sys.executable, "-m", "bgvid", "run", "examples/carphone.mp4", "-o", str(out), "--force"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    assert "Subject: person (people in 8 of 8 probe frames" in proc.stderr  # a man in a car: the person path
     assert "model rvm" in proc.stderr
     with av.open(str(out)) as container:
         stream = container.streams.video[0]

@@ -96,6 +96,34 @@ def test_farm_output_equals_a_single_run(local_ray, shot, tmp_path):
     assert out.stat().st_mtime_ns != before
 
 
+def test_without_a_model_the_subject_is_decided_once_per_shot(local_ray, tmp_path, model_path):
+    """--subject auto on the farm: the probe runs once for the shot, in the driver, on frames spread over the
+    whole file; the choice and its reason are kept in the manifest and reused by a rerun (even one with other
+    options); every chunk renders the chosen path, so all parts carry the same record and join."""
+    model_path("rvm"), model_path("isnet")
+    src = Path(__file__).resolve().parents[1] / "examples" / "carphone.mp4"  # a man in a car: the person path
+    out, manifest = tmp_path / "car.mov", tmp_path / "m.json"
+    lines, records = [], []
+    result = run_farm([Shot(src, out, {})], chunk_size=40, manifest=manifest, report=lines.append,
+                      on_chunk=lambda o, rng, record: records.append(record))
+    assert [s.status for s in result.shots] == ["done"]
+    entry = json.loads(manifest.read_text())["shots"][str(out.resolve())]
+    assert entry["subject"] == "person" and entry["subject_auto"]["chosen"] == "person", entry
+    assert entry["subject_auto"]["reason"].startswith("people in 8 of 8 probe frames")
+    assert sum("subject person" in m for m in lines) == 1, lines  # decided once, said once
+    assert len(records) == 3  # three chunks, joined: join refuses parts whose picture options differ
+    from bgvid.io.join import read_part
+
+    options = read_part(out).record["options"]  # the joined file keeps the parts' record
+    assert options["model"] == "rvm" and "objects" not in options, options
+    assert len(read_video_pts(out)[0]) == 120
+
+    again = []
+    changed = run_farm([Shot(src, out, {"choke": 1.0})], chunk_size=40, manifest=manifest, report=again.append)
+    assert changed.shots[0].status == "done" and changed.shots[0].rendered == 3
+    assert not any("probing" in m or "subject person" in m for m in again), again  # the kept decision
+
+
 def test_a_chunk_that_fails_once_is_retried_and_the_output_is_exact(local_ray, shot, tmp_path, monkeypatch):
     src, full = shot
     faults = tmp_path / "faults"

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from _clips import make_clip, make_image_sequence, read_video_pts
+from _clips import bgvid_cli, make_clip, make_image_sequence, read_video_pts
 
 import bgvid
 from bgvid.io.join import PART_TAG, join_parts, read_part
@@ -23,12 +22,6 @@ FRAMES = 30
 # pre-roll), plus one 10-bit step of quantisation.
 ALPHA_TOL = 1 / 255 + 1 / 1023
 
-
-def bgvid_cli(*args, check=None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "bgvid", *map(str, args)], capture_output=True, text=True)
-    if check is not None:
-        assert proc.returncode == check, (proc.returncode, proc.stderr)
-    return proc
 
 
 def _user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:

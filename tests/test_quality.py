@@ -105,7 +105,7 @@ def test_state_carries_across_batches():
 def test_chunk_joins_a_full_run_within_1_over_255(model_path, media):
     """The render-farm contract on real footage: frames 60-89 alone equal the same frames of a full
     run within 1/255, thanks to the smoother's pre-roll."""
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("selfie")
     src = media / "clips" / "carphone.mp4"
     full = {i: a for i, _, _, a in bgvid.iter_mattes(src, model="selfie")}
     chunk = {i: a for i, _, _, a in bgvid.iter_mattes(src, model="selfie", frames="60-89")}
@@ -117,7 +117,7 @@ def test_chunk_joins_a_full_run_within_1_over_255(model_path, media):
 
 
 def test_chunked_cli_output_joins_the_full_output(model_path, media, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("selfie")
     src = media / "clips" / "carphone.mp4"
     bgvid_cli("run", src, "-o", tmp_path / "full.mov", "--model", "selfie", "--quiet", check=0)
     bgvid_cli("run", src, "-o", tmp_path / "part.mov", "--model", "selfie", "--frames", "100-119", "--quiet", check=0)
@@ -130,7 +130,7 @@ def test_chunked_cli_output_joins_the_full_output(model_path, media, tmp_path):
 
 @pytest.mark.parametrize("refine", ["none", "guided"])
 def test_refinements_find_the_person(model_path, media, refine):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("selfie")
     mattes = [a for _, _, _, a in bgvid.iter_mattes(media / "clips" / "carphone.mp4", model="selfie",
                                                    frames="0-7", refine=refine)]
     assert len(mattes) == 8
@@ -185,7 +185,7 @@ def test_eval_scores_a_perfect_and_a_real_output(model_path, media, tmp_path):
 
     from bgvid.eval.composites import write_composite
 
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("selfie")
     clip, truth = tmp_path / "comp.mp4", tmp_path / "truth"
     n = write_composite(clip, truth, media / "rgba" / "plush_rgba.png", media / "backgrounds" / "still_GT26r.jpg",
                         frames=6, size=(144, 256))
@@ -210,7 +210,7 @@ def test_overrides_give_the_target_alpha_end_to_end(model_path, media, tmp_path)
 
     import cv2
 
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm"), model_path("isnet")  # the default (--subject auto) probes with both
     src = media / "clips" / "carphone.mp4"  # 176x144
     folder = tmp_path / "fix"
     folder.mkdir()

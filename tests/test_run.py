@@ -14,7 +14,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from _clips import make_audio_only, make_clip, make_image, read_video_pts, truncate
+from _clips import bgvid_cli, make_audio_only, make_clip, make_image, read_video_pts, truncate
 from _reference import mean_iou, plain_pipeline
 
 import bgvid
@@ -24,12 +24,6 @@ from bgvid.models.catalog import get_model
 
 DAVIS_FRAMES = 24
 
-
-def bgvid_cli(*args, check=None, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "bgvid", *map(str, args)], capture_output=True, text=True, **kw)
-    if check is not None:
-        assert proc.returncode == check, (proc.returncode, proc.stderr)
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +81,7 @@ def _alpha_frames(path: Path) -> list[np.ndarray]:
     ("frames/", "png", None),
 ])
 def test_alpha_output_on_real_footage(model_path, davis_swing, davis_plain_iou, tmp_path, name, codec, tag):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("selfie")
     src, masks = davis_swing
     out = tmp_path / name
     bgvid_cli("run", src, "-o", out, "--model", "selfie", "--quiet", check=0)
@@ -111,7 +105,7 @@ def test_alpha_output_on_real_footage(model_path, davis_swing, davis_plain_iou, 
 
 
 def test_matte_output_is_greyscale_alpha(model_path, davis_swing, davis_plain_iou, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("selfie")
     out = tmp_path / "matte.mov"
     bgvid_cli("run", davis_swing[0], "-o", out, "--matte", "--model", "selfie", "--quiet", check=0)
     greys = [rgba[..., 0].astype(np.float32) / 65535.0 for _, _, rgba in read_rgba(out)]
@@ -120,7 +114,7 @@ def test_matte_output_is_greyscale_alpha(model_path, davis_swing, davis_plain_io
 
 
 def test_mp4_composite_replaces_the_background(model_path, davis_swing, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("selfie")
     out = tmp_path / "green.mp4"
     bgvid_cli("run", davis_swing[0], "-o", out, "--background", "#00ff00", "--model", "selfie", "--quiet", check=0)
     with av.open(str(out)) as container:
@@ -137,41 +131,41 @@ def test_mp4_composite_replaces_the_background(model_path, davis_swing, tmp_path
 # --- timestamps, ranges, audio -----------------------------------------------------------------------
 
 def test_frame_range_keeps_original_timestamps(model_path, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm")  # --subject person: the person path (rvm), the default before --subject existed
     src = make_clip(tmp_path / "in.mp4", width=96, height=64, frames=20, fps=25)
     out = tmp_path / "part.mov"
-    bgvid_cli("run", src, "-o", out, "--frames", "5-9", "--quiet", check=0)
+    bgvid_cli("run", src, "-o", out, "--frames", "5-9", "--subject", "person", "--quiet", check=0)
     in_pts, in_tb = read_video_pts(src)
     out_pts, out_tb = read_video_pts(out)
     assert [p * out_tb for p in out_pts] == [p * in_tb for p in in_pts[5:10]]
 
 
 def test_variable_frame_rate_survives(model_path, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm")  # --subject person: the person path (rvm), the default before --subject existed
     src = make_clip(tmp_path / "vfr.mkv", width=96, height=64, frames=12, vfr=True)
     for name in ("out.mov", "out.webm"):
         out = tmp_path / name
-        bgvid_cli("run", src, "-o", out, "--quiet", check=0)
+        bgvid_cli("run", src, "-o", out, "--subject", "person", "--quiet", check=0)
         in_pts, in_tb = read_video_pts(src)
         out_pts, out_tb = read_video_pts(out, decoder="libvpx-vp9" if name.endswith("webm") else None)
         assert [round(float(p * out_tb), 3) for p in out_pts] == [round(float(p * in_tb), 3) for p in in_pts]
 
 
 def test_real_audio_is_kept_or_dropped(model_path, media, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm")  # --subject person: the person path (rvm), the default before --subject existed
     src = media / "backgrounds" / "handheld_room.mp4"
     expected = {"keep.mov": "aac", "keep.webm": "opus"}
     for name, codec in expected.items():
-        bgvid_cli("run", src, "-o", tmp_path / name, "--quiet", check=0)
+        bgvid_cli("run", src, "-o", tmp_path / name, "--subject", "person", "--quiet", check=0)
         with av.open(str(tmp_path / name)) as c:
             assert [s.codec_context.name for s in c.streams.audio] == [codec]
-    bgvid_cli("run", src, "-o", tmp_path / "silent.mov", "--no-audio", "--quiet", check=0)
+    bgvid_cli("run", src, "-o", tmp_path / "silent.mov", "--subject", "person", "--no-audio", "--quiet", check=0)
     with av.open(str(tmp_path / "silent.mov")) as c:
         assert len(c.streams.audio) == 0
 
 
 def test_person_free_clip_is_mostly_transparent(model_path, media, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm"), model_path("isnet")  # the default, --subject auto, probes with both
     out = tmp_path / "room.mov"
     bgvid_cli("run", media / "backgrounds" / "handheld_room.mp4", "-o", out, "--quiet", check=0)
     alphas = _alpha_frames(out)
@@ -193,7 +187,7 @@ def _read_back_prores(path: Path, frames: int, size: tuple[int, int]) -> list[np
 
 
 def test_default_output_sits_beside_the_input(model_path, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm"), model_path("isnet")  # the default, --subject auto, probes with both
     src = make_clip(tmp_path / "clip.mp4", frames=3)
     bgvid_cli("run", src, "--quiet", check=0)
     alphas = _read_back_prores(tmp_path / "clip_alpha.mov", 3, (64, 48))
@@ -208,21 +202,24 @@ def test_default_output_sits_beside_the_input(model_path, tmp_path):
 
 
 def test_odd_sizes_work_in_every_format(model_path, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm")  # --subject person: the person path (rvm), the default before --subject existed
     src = make_clip(tmp_path / "odd.mkv", width=53, height=39, frames=4)
     for name, extra in (("o.mov", []), ("o.webm", []), ("o.mp4", ["--background", "white"])):
-        bgvid_cli("run", src, "-o", tmp_path / name, "--quiet", *extra, check=0)
+        bgvid_cli("run", src, "-o", tmp_path / name, "--subject", "person", "--quiet", *extra, check=0)
         with av.open(str(tmp_path / name)) as c:
             size = (c.streams.video[0].width, c.streams.video[0].height)
         assert size == ((54, 40) if name.endswith("mp4") else (53, 39))  # H.264 4:2:0 is padded to even
 
 
 def test_json_result_and_progress_lines(model_path, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm"), model_path("isnet")  # the default, --subject auto, probes with both
     src = make_clip(tmp_path / "clip.mp4", frames=6)
     proc = bgvid_cli("run", src, "-o", tmp_path / "o.mov", "--json", "--progress", "json", check=0)
     result = json.loads(proc.stdout)
-    assert result["frames"] == 6 and result["model"] == "rvm" and result["device"] == "cpu"
+    assert result["frames"] == 6 and result["device"] == "cpu"
+    # the default chooses the models per input and says what and why: no person in a synthetic pattern
+    assert result["subject"]["chosen"] == "any" and result["model"] == "rvm+isnet", result
+    assert "no person" in result["subject"]["reason"] and len(result["subject"]["probe"]["frames"]) == 6
     assert result["output"] == str((tmp_path / "o.mov").resolve())
     assert {"decode", "segment", "encode"} <= set(result["stage_seconds"])
     lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
@@ -236,7 +233,7 @@ def test_json_on_failure_carries_the_error(tmp_path):
 
 
 def test_python_api(model_path, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("selfie")
     src = make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=10)
     result = bgvid.remove_background(src, tmp_path / "o.webm", model="selfie", frames="2-5")
     assert result.frames == 4 and result.output == tmp_path / "o.webm"
@@ -275,7 +272,7 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
 
 
 def test_truncated_input_names_the_frame_and_leaves_nothing(model_path, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm"), model_path("isnet")  # the default, --subject auto, probes with both
     src = truncate(make_clip(tmp_path / "cut.mp4", width=96, height=64, frames=60, faststart=True), keep=0.5)
     proc = bgvid_cli("run", src, "-o", tmp_path / "o.mov")
     _assert_user_error(proc, "cut.mp4", "frame")
@@ -300,20 +297,19 @@ def test_output_directory_that_does_not_exist(tmp_path):
 @pytest.mark.parametrize("frames, needle", [
     ("8-20", "has 10 frames (0-9)"), ("5-2", "reversed"), ("x", "expected A-B")])
 def test_bad_frame_ranges(model_path, tmp_path, frames, needle):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
     src = make_clip(tmp_path / "clip.mp4", frames=10)
     _assert_user_error(bgvid_cli("run", src, "-o", tmp_path / "o.mov", "--frames", frames), needle)
     assert not (tmp_path / "o.mov").exists()
 
 
 def test_existing_output_needs_force(model_path, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm")  # --subject person: the person path (rvm), the default before --subject existed
     src = make_clip(tmp_path / "clip.mp4", frames=3)
     out = tmp_path / "o.mov"
     out.write_bytes(b"precious")
     _assert_user_error(bgvid_cli("run", src, "-o", out), "o.mov", "--force")
     assert out.read_bytes() == b"precious"
-    bgvid_cli("run", src, "-o", out, "--force", "--quiet", check=0)
+    bgvid_cli("run", src, "-o", out, "--force", "--subject", "person", "--quiet", check=0)
     _read_back_prores(out, 3, (64, 48))  # replaced by the whole render
 
 
@@ -360,11 +356,12 @@ def _limit_file_size():
 
 
 def test_disk_full_mid_run_is_a_clean_error(model_path, tmp_path):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm")  # --subject person: the person path (rvm), the default before --subject existed
     src = make_clip(tmp_path / "clip.mp4", width=320, height=240, frames=40)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "bgvid", "run", str(src), "-o", str(out_dir / "o.mov")],
+    proc = subprocess.run([sys.executable, "-m", "bgvid", "run", str(src), "-o", str(out_dir / "o.mov"),
+                           "--subject", "person"],
                           capture_output=True, text=True, preexec_fn=_limit_file_size)
     assert proc.returncode == 1, proc.stderr
     assert "disk full" in proc.stderr and "Traceback" not in proc.stderr
@@ -373,12 +370,13 @@ def test_disk_full_mid_run_is_a_clean_error(model_path, tmp_path):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_run_leaves_no_file(model_path, tmp_path, sig, code):
-    model_path("selfie"), model_path("rvm")  # rvm: the default model
+    model_path("rvm")  # --subject person: the person path (rvm), the default before --subject existed
     src = make_clip(tmp_path / "long.mp4", width=320, height=240, frames=900)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "bgvid", "run", str(src), "-o", str(out_dir / "o.mov"),
-                             "--progress", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--progress", "json", "--subject", "person"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:  # wait until frames are flowing
         if line.startswith("{"):
             break

@@ -16,6 +16,12 @@ What runs where
       folder. JSON strokes are applied in the page (pipeline/apps/static/edit.js reproduces
       `_overrides.rasterize_stroke` exactly; tests/test_edit.py checks both agree) so painting is
       immediate; saving validates the strokes with `_overrides.Overrides.load` before the rename.
+    * Strokes that follow the picture ("keyframe"): on a frame where a stroke is carried from its key
+      frame, the page posts its strokes to api/preview/N and shows the matte the server renders with
+      `bgvid run`'s own Overrides and tracker (stages/track.py, over this editor's decoded frames; flow
+      pairs are kept across requests, the Overrides of the last few distinct stroke lists too, so
+      scrubbing continues their tracks). The reply's X-Bgvid-Corrections header says where each
+      tracked correction lies on the frame, for Shift+paint (a new key frame of the one under it).
     * Server (EditorServer): bound to 127.0.0.1 only; every URL starts with a random token
       (secrets.token_urlsafe), compared in constant time; the Host header must name the loopback
       address and port (DNS rebinding); writes need the token, JSON content and a same-origin (or
@@ -46,6 +52,7 @@ import av
 import numpy as np
 
 from ..errors import BgvidError, InputError
+from ..stages.track import ByteLRU
 
 __all__ = ["EditorServer", "FrameError", "FrameSource", "MatteSource", "StrokeFile", "default_overrides_path"]
 
@@ -83,33 +90,6 @@ class FrameError(BgvidError):
 
 
 # --------------------------------------------------------------------------------------------------
-# A byte-bounded LRU
-# --------------------------------------------------------------------------------------------------
-
-class _LRU:
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.items: OrderedDict = OrderedDict()
-        self.bytes = 0
-
-    def get(self, key):
-        value = self.items.get(key)
-        if value is not None:
-            self.items.move_to_end(key)
-        return value
-
-    def put(self, key, value: np.ndarray) -> None:
-        old = self.items.pop(key, None)
-        if old is not None:
-            self.bytes -= old.nbytes
-        self.items[key] = value
-        self.bytes += value.nbytes
-        while self.bytes > self.max_bytes and len(self.items) > 1:
-            _, dropped = self.items.popitem(last=False)
-            self.bytes -= dropped.nbytes
-
-
-# --------------------------------------------------------------------------------------------------
 # Frames: decode on demand
 # --------------------------------------------------------------------------------------------------
 
@@ -126,7 +106,7 @@ class FrameSource:
         self.info = probe(path)
         self.path = self.info.path
         self._lock = threading.RLock()
-        self._cache = _LRU(cache_bytes)
+        self._cache = ByteLRU(cache_bytes)
         self._failed: dict[int, str] = {}
         self._files: Optional[list[Path]] = None
         self._container = None
@@ -304,6 +284,18 @@ class FrameSource:
             self._failed.setdefault(i, why)
 
 
+def _frame_fetch(frames: FrameSource):
+    """The tracker's frames, from the editor's own decoder and cache (stages.track.GreySource's fetch)."""
+    from ..stages.track import MissingFrame
+
+    def fetch(lo: int, hi: int):
+        if hi >= frames.count:
+            raise MissingFrame(hi, frames.count)
+        for i in range(lo, hi + 1):
+            yield i, frames.rgb(i)
+    return fetch
+
+
 # --------------------------------------------------------------------------------------------------
 # Mattes: the same steps as `bgvid run`
 # --------------------------------------------------------------------------------------------------
@@ -318,8 +310,9 @@ class _Chain:
 class MatteSource:
     """matte(n) -> [H, W] float32 0..1: what `bgvid run` computes for frame n before the JSON
     strokes (model, temporal smoothing warmed up like a `--frames n-n` chunk, upsampling, then
-    the PNG layers of an overrides folder). Consecutive frames continue the model's and the
-    smoother's state instead of starting over; results are cached per frame."""
+    the PNG layers of an overrides folder); raw(n): the same before any override (what the override
+    stage receives). Consecutive frames continue the model's and the smoother's state instead of
+    starting over; results are cached per frame."""
 
     def __init__(self, frames: FrameSource, segmenter, options=None, *, png_layers=None,
                  cache_bytes: int = 128 << 20):
@@ -334,12 +327,18 @@ class MatteSource:
         self.smooth = self.options.smooth_strength(segmenter.recurrent)
         self.png_layers = png_layers
         self.preroll = self.options.preroll(segmenter.recurrent)
-        self._low = _LRU(64 << 20)  # per-frame model output (per-frame models only)
-        self._full = _LRU(cache_bytes)
+        self._low = ByteLRU(64 << 20)  # per-frame model output (per-frame models only)
+        self._full = ByteLRU(cache_bytes)
         self._chain: Optional[_Chain] = None
         self._lock = threading.Lock()
 
     def matte(self, n: int) -> np.ndarray:
+        alpha = self.raw(n)
+        if self.png_layers is not None:
+            alpha = np.ascontiguousarray(self.png_layers.apply(alpha, n), dtype=np.float32)
+        return alpha
+
+    def raw(self, n: int) -> np.ndarray:
         with self._lock:
             cached = self._full.get(n)
             if cached is not None:
@@ -386,15 +385,18 @@ class MatteSource:
         self._chain = _Chain(n, seg_state, smooth_state)
         last = FrameBatch(rgb=rgb[-1:], frame_index=batch.frame_index[-1:], pts=None, time_base=batch.time_base,
                           alpha=batch.alpha[-1:])
-        for stage in (self.chain.upsample, self.chain.finish):
-            if stage is not None:
-                (last,) = stage.push(last)
-        alpha = last.alpha[0]
-        if self.png_layers is not None:
-            alpha = self.png_layers.apply(alpha, n)
-        alpha = np.ascontiguousarray(alpha, dtype=np.float32)
+        for stage in self._per_frame():
+            (last,) = stage.push(last)
+        alpha = np.ascontiguousarray(last.alpha[0], dtype=np.float32)
         self._full.put(n, alpha)
         return alpha
+
+    def _per_frame(self) -> list:
+        """The chain's stages after temporal smoothing, in `bgvid run`'s order (upsampling, and whatever
+        per-frame finishing the options add: solid mattes, levels, choke/feather), up to the overrides."""
+        stages = self.chain.stages
+        start = stages.index(self.chain.smooth if self.chain.smooth is not None else self.chain.segment) + 1
+        return [s for s in stages[start:] if s is not self.chain.trim]
 
     def _segment(self, rgb: np.ndarray, indices: list[int], state):
         seg = self.segmenter
@@ -447,15 +449,31 @@ class StrokeFile:
         self.width, self.height = width, height
         self._lock = threading.Lock()
 
-    def png_layers(self):
-        """The folder's PNG layers as an Overrides object (None without a folder or PNGs)."""
+    def png_list(self) -> list:
+        """The folder's PNG layers in blending order (checked as `bgvid run` checks them); [] without."""
         if self.folder is None:
-            return None
-        from ..stages.overrides import Overrides, _PngLayer
+            return []
+        from ..stages.overrides import Overrides, _PngLayer, _Tracked
 
         loaded = Overrides.load(self.folder, width=self.width, height=self.height)
-        layers = [layer for layer in loaded._layers if isinstance(layer, _PngLayer)]
-        return Overrides(layers, width=self.width, height=self.height) if layers else None
+        layers = []
+        for layer in loaded._layers:
+            parts = [p.layer for p in layer.parts] if isinstance(layer, _Tracked) else [layer]
+            layers += [x for x in parts if isinstance(x, _PngLayer)]
+        return layers
+
+    def png_layers(self, tracker=None):
+        """The folder's PNG layers as an Overrides object (None without a folder or PNGs); keyframed
+        layers follow the picture along `tracker`."""
+        from ..stages.overrides import Overrides
+
+        layers = self.png_list()
+        if not layers:
+            return None
+        out = Overrides(layers, width=self.width, height=self.height)
+        if tracker is not None:
+            out.track_with(tracker)
+        return out
 
     def load(self) -> list:
         """The strokes as JSON objects (validated as `bgvid run` validates them: InputError naming
@@ -646,7 +664,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if origin is not None and origin not in ed.allowed_origins:
             self._error(403, "forbidden: cross-origin write")
             return
-        if rest != "api/strokes":
+        preview = re.fullmatch(r"api/preview/([0-9]{1,9})", rest)
+        if rest != "api/strokes" and preview is None:
             self._error(404, "not found")
             return
         if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
@@ -665,6 +684,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(length)  # TimeoutError (the connection is dropped) past the deadline
         if len(body) != length:
             self._error(400, "request body shorter than its Content-Length")
+            return
+        if preview is not None:
+            self._preview(int(preview.group(1)), body)
             return
         try:
             strokes = decode_json(body.decode("utf-8"), ed.strokes.path)
@@ -688,6 +710,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         ed.report(f"Saved {count} stroke{'s' if count != 1 else ''} to {ed.strokes.path}")
         self._json(200, {"saved": count, "path": str(ed.strokes.path)})
+
+    def _preview(self, n: int, body: bytes) -> None:
+        """POST api/preview/N with the page's strokes: frame N as `bgvid run --overrides` renders it."""
+        ed = self.editor
+        if n >= ed.frames.count:
+            self._error(404, f"frame {n} is outside the video (frames 0-{ed.frames.count - 1})")
+            return
+        try:
+            png, boxes = ed.preview_png(n, body)
+        except InputError as exc:
+            self._error(422, str(exc))
+            return
+        except BgvidError as exc:
+            self._error(422, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug: say so on the page, keep serving
+            self.server.handle_error(self.request, self.client_address)
+            self._error(500, f"frame {n}: {type(exc).__name__}: {exc}")
+            return
+        self._send(200, png, "image/png", {"X-Bgvid-Corrections": json.dumps(boxes, separators=(",", ":"))})
 
     def do_PUT(self):  # noqa: N802
         if self._route() is not None:
@@ -780,7 +822,16 @@ class EditorServer:
         self.segmenter = Segmenter.from_name(str(model), provider=choice.provider, report=self.report)
         smooth_arg = smooth
         smooth = self.picture.smooth_strength(self.segmenter.recurrent)
-        self.mattes = MatteSource(self.frames, self.segmenter, self.picture, png_layers=self.strokes.png_layers())
+        from ..stages.track import GreySource, Tracker, track_size
+
+        # Keyframed strokes and PNG layers follow the picture along the same tracker as `bgvid run`'s,
+        # over the frames this editor decodes anyway.
+        self.tracker = Tracker(GreySource(_frame_fetch(self.frames), track_size(info.height, info.width),
+                                          count=self.frames.count), width=info.width, height=info.height)
+        self._previews: OrderedDict = OrderedDict()  # strokes (sha256 of the request) -> Overrides
+        self._previews_lock = threading.Lock()
+        self.mattes = MatteSource(self.frames, self.segmenter, self.picture,
+                                  png_layers=self.strokes.png_layers(self.tracker))
         self.model = self.segmenter.spec.name
         self.options = {"model": self.model, "refine": self.picture.refine, "smooth": smooth}
         self._smooth_flag = ("" if smooth_arg == "auto" else
@@ -831,10 +882,52 @@ class EditorServer:
             raise FrameError(f"frame {n}: cannot encode JPEG")
         return buf.tobytes()
 
+    def _preview_overrides(self, body: bytes):
+        """(Overrides, number of PNG layers) of a preview request's strokes (the folder's PNG layers first,
+        in bgvid run's order), kept for the last few distinct requests so scrubbing continues their tracks."""
+        import hashlib
+
+        from ..stages.overrides import Overrides, check_strokes, decode_json
+
+        key = hashlib.sha256(body).digest()
+        with self._previews_lock:
+            hit = self._previews.get(key)
+            if hit is not None:
+                self._previews.move_to_end(key)
+                return hit
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError("not valid JSON: not UTF-8 text") from None
+        data = decode_json(text, self.strokes.path)
+        strokes = check_strokes(data, source=self.strokes.path, width=self.frames.info.width,
+                                height=self.frames.info.height)
+        pngs = self.strokes.png_list()
+        overrides = Overrides([*pngs, *strokes], width=self.frames.info.width, height=self.frames.info.height)
+        overrides.track_with(self.tracker)
+        hit = (overrides, len(pngs))  # a layer's index - len(pngs) = its stroke's index in the request
+        with self._previews_lock:
+            self._previews[key] = hit
+            while len(self._previews) > 4:
+                self._previews.popitem(last=False)
+        return hit
+
+    def preview_png(self, n: int, body: bytes) -> tuple[bytes, list]:
+        """Frame n's matte with every override of the request's strokes applied as `bgvid run` applies them
+        (keyframed ones carried along the picture), as an 8-bit PNG; and where each tracked correction of
+        strokes lies on frame n: [{"first": index of its first stroke, "box": [x0, y0, x1, y1]}]."""
+        overrides, offset = self._preview_overrides(body)
+        alpha = overrides.apply(self.mattes.raw(n), n)
+        boxes = [{"first": min(indices) - offset, "box": list(box)}
+                 for indices, box in overrides.correction_boxes(n) if min(indices) >= offset]
+        return self._png(alpha, n), boxes
+
     def matte_png(self, n: int) -> bytes:
+        return self._png(self.mattes.matte(n), n)
+
+    def _png(self, alpha, n: int) -> bytes:
         import cv2
 
-        alpha = self.mattes.matte(n)
         grey = np.rint(np.clip(alpha, 0.0, 1.0) * 255.0).astype(np.uint8)
         ok, buf = cv2.imencode(".png", grey, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
@@ -859,6 +952,7 @@ class EditorServer:
             self._thread = None
         self.httpd.server_close()
         self.frames.close()
+        self.tracker.close()
 
     def __enter__(self) -> "EditorServer":
         return self

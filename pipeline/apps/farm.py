@@ -49,7 +49,8 @@ FORMATS = {"mov": "prores", "webm": "webm"}
 RUN_OPTIONS = {
     "model": str, "model_spec": str, "matte": bool, "refine": str, "smooth": object, "overrides": str,
     "downsample_ratio": object, "decontaminate": bool, "choke": float, "feather": float, "audio": bool,
-    "device": str, "provider": str, "batch_size": int, "threads": int,
+    "device": str, "provider": str, "batch_size": int, "threads": int, "subject": str, "cleanup": bool,
+    "clip_black": float, "clip_white": float,
 }
 # Options that do not change the picture (left out of the resume key).
 _NOT_IN_KEY = {"device", "provider", "batch_size", "threads", "audio"}
@@ -74,11 +75,13 @@ class Shot:
     options: dict = field(default_factory=dict)
 
 
-def default_chunk_size(model: Optional[str], smooth="auto") -> int:
+def default_chunk_size(model: Optional[str], smooth="auto", subject: str = "person") -> int:
     """Frames per chunk: 8x the pre-roll a chunk renders before its first frame (so the pre-roll costs
     at most 1/8 more), at least 100. smooth: "auto" (the model's default), a strength, or None (off).
-    rvm: 256 (32-frame recurrent pre-roll); selfie/isnet: 8x the smoothing warm-up."""
+    rvm: 256 (32-frame recurrent pre-roll); selfie/isnet: 8x the smoothing warm-up; subject "any" (rvm and
+    the object model's key frames): 8x the longer of the two."""
     from ..models.catalog import get_model
+    from ..models.subject import OBJECT_EVERY
     from ..stages.options import PictureOptions
 
     recurrent = False
@@ -86,7 +89,8 @@ def default_chunk_size(model: Optional[str], smooth="auto") -> int:
         recurrent = get_model(model or "rvm").recurrent is not None
     except BgvidError:
         pass  # a user's own .onnx: assume per-frame
-    return max(100, 8 * PictureOptions(smooth=smooth).preroll(recurrent))
+    every = OBJECT_EVERY if subject == "any" else 0
+    return max(100, 8 * PictureOptions(smooth=smooth).preroll(recurrent, objects_every=every))
 
 
 def picture_options(options: dict):
@@ -94,7 +98,7 @@ def picture_options(options: dict):
     from ..stages.options import PictureOptions
 
     fields = ("model", "model_spec", "matte", "refine", "smooth", "overrides", "downsample_ratio", "decontaminate",
-              "choke", "feather")
+              "choke", "feather", "subject", "cleanup", "clip_black", "clip_white")
     return PictureOptions.preset("run", **{k: options[k] for k in fields if k in options})
 
 
@@ -424,6 +428,37 @@ def _resolve_model(options: dict, report: Report) -> tuple[str, str]:
     return model_spec.name, model_sha256(path)
 
 
+def _object_model() -> str:
+    from ..models.subject import OBJECT_MODEL
+
+    return OBJECT_MODEL
+
+
+def _resolve_subject(shot: Shot, entry: dict, input_sha: str, report: Report) -> Optional[str]:
+    """The subject a shot without --model renders ("person" or "any"; None with a model): --subject as given,
+    or auto decided once for the whole shot here (models/subject.py), so every chunk renders the same
+    models; the decision is kept in the manifest for this input and reused on a rerun."""
+    if shot.options.get("model"):
+        return None
+    subject = shot.options.get("subject", "auto")
+    if subject != "auto":
+        return subject
+    done = entry.get("subject_auto")
+    if done and done.get("input_sha256") == input_sha:
+        return done["chosen"]
+    from ..io.reader import probe
+    from ..models.segmenter import Segmenter
+    from ..models.subject import OBJECT_MODEL, PERSON_MODEL, object_input_size, probe_subject
+
+    info = probe(shot.input)
+    person = Segmenter.from_name(PERSON_MODEL, report=report)
+    objects = Segmenter.from_name(OBJECT_MODEL, input_size=object_input_size(info.height, info.width), report=report)
+    choice = probe_subject(shot.input, person, objects, report=report)
+    report(f"{shot.input.name}: subject {choice.subject} ({choice.reason})")
+    entry["subject_auto"] = {"input_sha256": input_sha, "chosen": choice.subject, "reason": choice.reason}
+    return choice.subject
+
+
 def _plan_shot(shot: Shot, manifest: dict, chunk_size: Optional[int], overwrite: bool, report: Report) -> _Plan:
     from .. import __version__
     from ..io.join import file_sha256
@@ -456,11 +491,19 @@ def _plan_shot(shot: Shot, manifest: dict, chunk_size: Optional[int], overwrite:
 
         input_sha = source_identity(src)["fingerprint"]
     model, model_sha = _resolve_model(shot.options, report)
+    subject = _resolve_subject(shot, entry, input_sha, report)
+    if subject == "any":  # the object model renders too: its file is part of the key
+        objects, objects_sha = _resolve_model({"model": _object_model()}, report)
+        model_sha = f"{model_sha}+{objects_sha}"
+        model = f"{model}+{objects}"
     count = info.frame_count or _count_frames(str(src))
-    size = int(chunk_size or default_chunk_size(model, shot.options.get("smooth", "auto")))
+    size = int(chunk_size or default_chunk_size(model.split("+")[0], shot.options.get("smooth", "auto"),
+                                                subject or "person"))
     if size < 1:
         raise InputError(f"--chunk-size must be at least 1, got {size}")
     picture = {k: v for k, v in shot.options.items() if k not in _NOT_IN_KEY and k != "model"}
+    if subject is not None:
+        picture["subject"] = subject  # auto resolved: the key holds what renders
     if picture.get("overrides"):  # edited corrections re-render: key on their content, not their name
         picture["overrides_sha256"] = _tree_sha256(Path(picture["overrides"]))
     key = _sha({"input": input_sha, "options": picture, "model": model, "model_sha256": model_sha,
@@ -470,7 +513,7 @@ def _plan_shot(shot: Shot, manifest: dict, chunk_size: Optional[int], overwrite:
     old_chunks = entry.get("chunks", {}) if entry.get("key") == key else {}
     entry.update({"input": str(src.resolve()), "input_stat": stamp, "input_sha256": input_sha, "model": model,
                   "model_sha256": model_sha, "options": shot.options, "format": ext, "frames": count,
-                  "chunk_size": size, "key": key})
+                  "chunk_size": size, "key": key, "subject": subject})
     entry.setdefault("output_written", None)
     entries[sid] = entry
     parts_dir = Path(str(shot.output) + ".parts")
@@ -630,7 +673,10 @@ def run_farm(shots: Sequence[Shot], *, chunk_size: Optional[int] = None, address
                 opts = {k: v for k, v in p.shot.options.items() if k != "model_spec"}
                 if p.shot.options.get("model_spec"):
                     opts["model_spec"] = p.shot.options["model_spec"]
-                opts.setdefault("model", p.entry["model"])
+                if p.entry.get("subject"):  # decided once for the shot: every chunk renders the same models
+                    opts["subject"] = p.entry["subject"]
+                else:
+                    opts.setdefault("model", p.entry["model"])
                 opts["audio"] = False  # join lays the source's audio in; parts need none
                 opts.setdefault("threads", max(1, int(cpus_per_chunk)))
                 device = str(opts.get("device", "auto"))

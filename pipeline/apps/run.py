@@ -14,6 +14,7 @@ import numpy as np
 from ..device import Device, DeviceChoice, default_model, open_device, resolve_device
 from ..errors import InputError
 from ..models.segmenter import Segmenter
+from ..models.subject import OBJECT_BATCH, OBJECT_EVERY
 from ..stages.options import RECURRENT_PREROLL, REFINES, PictureOptions, build_chain
 from ..stages.runner import Pipeline
 
@@ -49,13 +50,17 @@ class RunResult:
     device: str
     provider: str
     stage_seconds: dict = field(default_factory=dict)
+    subject: Optional[dict] = None  # what --subject resolved to and why (None with --model)
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "output": str(Path(self.output).resolve()), "frames": self.frames, "seconds": round(self.seconds, 3),
             "fps": round(self.fps, 2), "model": self.model, "device": self.device, "provider": self.provider,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
         }
+        if self.subject is not None:
+            out["subject"] = self.subject
+        return out
 
 
 def default_output(src: Path, *, is_image: bool, matte: bool, background: Optional[str]) -> Path:
@@ -107,17 +112,20 @@ def _open(src, options: PictureOptions, *, device, provider, frames, batch_size,
     model = options.model
     if model is None:
         model, why = default_model(choice)
-        report(f"Model: {why}")
     spec_path = Path(options.model_spec) if options.model_spec else None
     segmenter = Segmenter.from_name(str(model), spec_path=spec_path, provider=choice.provider,
                                     threads=threads or 0, downsample_ratio=options.downsample_ratio, device=device,
                                     report=report)
+    subject, objects = None, None
+    if options.model is None:
+        subject, objects = _choose_subject(src, options, segmenter, choice=choice, device=device, threads=threads,
+                                           report=report)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"--batch-size must be a whole number of at least 1, got {batch_size}")
-    batch = batch_size or _default_batch(segmenter)
+    batch = batch_size or (OBJECT_BATCH if objects is not None else _default_batch(segmenter))
     if segmenter.max_batch == 1 and batch > 1 and not segmenter.recurrent:
         report(f"Model {segmenter.spec.name} runs one frame at a time; batches of {batch} are split")
-    preroll = options.preroll(segmenter.recurrent)
+    preroll = options.preroll(segmenter.recurrent, objects_every=OBJECT_EVERY if objects is not None else 0)
     read_range, first = frames, None
     if frames is not None and preroll and frames[0] > 0:
         first = frames[0]
@@ -125,11 +133,36 @@ def _open(src, options: PictureOptions, *, device, provider, frames, batch_size,
     reader = VideoReader(src, frames=read_range, batch_size=batch)
     try:
         chain = build_chain(options, segmenter, width=reader.info.width, height=reader.info.height, first=first,
-                            background=background, device=device, planes=planes)
+                            background=background, device=device, planes=planes, source=src, objects=objects,
+                            objects_every=OBJECT_EVERY)
     except BaseException:
         reader.close()
         raise
+    chain.subject = subject
     return choice, device, segmenter, reader, chain
+
+
+def _choose_subject(src, options: PictureOptions, segmenter, *, choice, device, threads, report):
+    """(SubjectChoice, the object model's Segmenter or None) for a run without --model: --subject person or
+    any as given, auto decided from the whole input file (models/subject.py), said out loud."""
+    from ..io.reader import probe
+    from ..models.subject import OBJECT_ARENA, OBJECT_MODEL, SubjectChoice, object_input_size, probe_subject
+
+    if options.subject == "person":
+        found = SubjectChoice("person", "--subject person")
+    else:
+        info = probe(src)
+        size = object_input_size(info.height, info.width)
+        objects = Segmenter.from_name(OBJECT_MODEL, input_size=size, provider=choice.provider, threads=threads or 0,
+                                      device=device, report=report, arena=OBJECT_ARENA)
+        found = (SubjectChoice("any", "--subject any") if options.subject == "any"
+                 else probe_subject(src, segmenter, objects, report=report))
+    if found.subject == "person":
+        report(f"Subject: person ({found.reason}): model {segmenter.spec.name}, video matting of people")
+        return found, None
+    report(f"Subject: any ({found.reason}): {segmenter.spec.name} for people + {OBJECT_MODEL} "
+           f"({size[0]}x{size[1]}, 1 frame in {OBJECT_EVERY}) for every other subject")
+    return found, objects
 
 
 def _frame_range(frames) -> Optional[tuple[int, Optional[int]]]:
@@ -140,13 +173,15 @@ def iter_mattes(src: PathLike, *, model: Optional[str] = None, model_spec: Optio
                 device: str = "auto", provider: Optional[str] = None, frames: Optional[str | tuple] = None,
                 batch_size: Optional[int] = None, threads: int = 0, refine: Refine = "guided",
                 smooth: Optional[float] | str = "auto", overrides: Optional[PathLike] = None,
-                downsample_ratio: float | str = "auto",
+                downsample_ratio: float | str = "auto", subject: str = "auto", cleanup: bool | str = "auto",
+                clip_black: float = 0.0, clip_white: float = 1.0,
                 report: Optional[Report] = None) -> Iterator[tuple[int, Optional[int], np.ndarray, np.ndarray]]:
     """Yield (frame_index, pts, rgb [H,W,3], alpha [H,W] float32 0..1) for each frame, in order,
     with the same stages as `bgvid run` running in background threads."""
     report = report or (lambda m: None)
     options = PictureOptions.preset("run", model=model, model_spec=model_spec, refine=refine, smooth=smooth,
-                                    overrides=overrides, downsample_ratio=downsample_ratio, decontaminate=False)
+                                    overrides=overrides, downsample_ratio=downsample_ratio, decontaminate=False,
+                                    subject=subject, cleanup=cleanup, clip_black=clip_black, clip_white=clip_white)
     choice, dev, segmenter, reader, chain = _open(
         src, options, device=device, provider=provider, frames=_frame_range(frames), batch_size=batch_size,
         threads=threads, report=report)
@@ -171,7 +206,8 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
                       refine: Refine = "guided", smooth: Optional[float] | str = "auto",
                       overrides: Optional[PathLike] = None, downsample_ratio: float | str = "auto",
                       decontaminate: bool = True, choke: float = 0.0, feather: float = 0.0,
-                      report: Optional[Report] = None,
+                      subject: str = "auto", cleanup: bool | str = "auto", clip_black: float = 0.0,
+                      clip_white: float = 1.0, report: Optional[Report] = None,
                       progress: Optional[Callable[[int, Optional[int]], None]] = None) -> RunResult:
     """Remove the background of `src` and write `dst` (format by extension, see `bgvid run --help`).
 
@@ -188,7 +224,7 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
     options = PictureOptions.preset(
         "run", model=model, model_spec=model_spec, downsample_ratio=downsample_ratio, refine=refine, smooth=smooth,
         overrides=overrides, choke=choke, feather=feather, decontaminate=decontaminate, background=background,
-        matte=matte)
+        matte=matte, subject=subject, cleanup=cleanup, clip_black=clip_black, clip_white=clip_white)
     src_path = Path(src)
     info = probe(src_path)
     rng = _frame_range(frames)
@@ -214,7 +250,7 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
             report=report, background=bg, planes=writer.plane_spec())
         writer.download = dev.download  # the one download point: encoder planes, once per batch
         if part:
-            writer.update_metadata(_part_tags(src_path, info, rng, options.record(segmenter)))
+            writer.update_metadata(_part_tags(src_path, info, rng, options.record(segmenter, chain.objects)))
         total = _range_count(info.frame_count, rng)
         pipeline = Pipeline(reader, chain.stages, context=dev.context)
         done = 0
@@ -243,9 +279,12 @@ def remove_background(src: PathLike, dst: Optional[PathLike] = None, *, model: O
             bg.close()
     seconds = time.perf_counter() - started
     stage_seconds = dict(pipeline.seconds, encode=encode_seconds)
+    model_name = segmenter.spec.name
+    if chain.objects is not None:
+        model_name += "+" + chain.objects.segmenter.spec.name
     return RunResult(output=dst_path, frames=done, seconds=seconds, fps=done / seconds if seconds else 0.0,
-                     model=segmenter.spec.name, device=choice.device, provider=choice.provider,
-                     stage_seconds=stage_seconds)
+                     model=model_name, device=choice.device, provider=choice.provider,
+                     stage_seconds=stage_seconds, subject=chain.subject.to_json() if chain.subject else None)
 
 
 def _h264_encoder(kind: str, device, report) -> str:

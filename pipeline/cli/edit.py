@@ -32,7 +32,8 @@ Then render: bgvid run INPUT --overrides PATH --model NAME
                    "continues from it when it exists) or an override folder (its overrides.json; its PNGs "
                    "show under the strokes). Default: INPUT_overrides.json beside the input.")
 @click.option("--model", "model", metavar="NAME|FILE.onnx",
-              help="The model whose matte you correct (default: rvm, as bgvid run). Give this and the "
+              help="The model whose matte you correct (default: rvm, bgvid run's person path; the object "
+                   "path of --subject any is not previewed). Give this and the "
                    "options below as you will give them to bgvid run: the preview is then exactly what "
                    "it renders. selfie is fastest to scrub.")
 @click.option("--refine", type=click.Choice(["none", "guided"]), default=None,

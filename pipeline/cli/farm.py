@@ -60,7 +60,12 @@ bgvid installed and the inputs and outputs on a shared file system.
 @click.option("--format", "fmt", type=click.Choice(["mov", "webm"]), help="Output format (default mov).")
 @click.option("--manifest", type=click.Path(path_type=Path), help="Manifest file (the resume record).")
 @click.option("--keep-parts", is_flag=True, help="Keep each shot's parts after joining.")
-@click.option("--model", metavar="NAME|FILE.onnx", help="Model (as `bgvid run`; default rvm).")
+@click.option("--model", metavar="NAME|FILE.onnx", help="Force one model (as `bgvid run`; default: by --subject).")
+@click.option("--subject", type=click.Choice(["auto", "person", "any"]),
+              help="As `bgvid run --subject` (default auto: decided once per shot, every chunk renders the same).")
+@click.option("--clip-black", type=float, metavar="B", help="As `bgvid run --clip-black`.")
+@click.option("--clip-white", type=float, metavar="W", help="As `bgvid run --clip-white`.")
+@click.option("--no-cleanup", is_flag=True, default=None, help="As `bgvid run --no-cleanup`.")
 @click.option("--matte", is_flag=True, default=None, help="Write the matte alone.")
 @click.option("--refine", type=click.Choice(["none", "guided"]), help="As `bgvid run --refine`.")
 @click.option("--smooth", type=float, metavar="STRENGTH", help="As `bgvid run --smooth`.")
@@ -80,9 +85,9 @@ bgvid installed and the inputs and outputs on a shared file system.
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "bar", "json", "none"]), default="auto",
               show_default=True, help="Progress over all shots on stderr: a bar, or one JSON line per second.")
 def farm(inputs, chunk_size, address, num_cpus, cpus_per_chunk, gpus_per_chunk, retries, output_dir, fmt,
-         manifest, keep_parts, model, matte, refine, smooth, no_smooth, overrides, choke, feather,
-         no_decontaminate, downsample_ratio, device, batch_size, no_audio, force, quiet, as_json,
-         progress_mode) -> None:
+         manifest, keep_parts, model, subject, clip_black, clip_white, no_cleanup, matte, refine, smooth, no_smooth,
+         overrides, choke, feather, no_decontaminate, downsample_ratio, device, batch_size, no_audio, force, quiet,
+         as_json, progress_mode) -> None:
     """Render videos (or the shots of a TOML job file) in chunks on Ray, join each, resume on rerun.
 
     Exit status: 0 every shot done, 1 a shot failed (the others still finish), 2 bad usage or
@@ -100,7 +105,8 @@ def farm(inputs, chunk_size, address, num_cpus, cpus_per_chunk, gpus_per_chunk, 
 
     signal.signal(signal.SIGTERM, on_sigterm)
     options = {k: v for k, v in {
-        "model": model, "matte": matte, "refine": refine, "smooth": smooth,
+        "model": model, "subject": subject, "clip_black": clip_black, "clip_white": clip_white,
+        "matte": matte, "refine": refine, "smooth": smooth,
         "overrides": str(overrides) if overrides else None,
         "choke": choke, "feather": feather, "downsample_ratio": downsample_ratio, "device": device,
         "batch_size": batch_size}.items() if v is not None}
@@ -108,6 +114,8 @@ def farm(inputs, chunk_size, address, num_cpus, cpus_per_chunk, gpus_per_chunk, 
         options["smooth"] = None
     if no_decontaminate:
         options["decontaminate"] = False
+    if no_cleanup:
+        options["cleanup"] = False
     if no_audio:
         options["audio"] = False
     result, error = None, None

@@ -30,8 +30,13 @@ With --matte: the matte alone as greyscale (white = foreground).
               help="Output file, folder or %04d pattern. Default: INPUT_alpha.mov beside the input "
                    "(INPUT_alpha.png for an image).")
 @click.option("--model", "model", metavar="NAME|FILE.onnx",
-              help="Model from `bgvid models list`, or your own .onnx with a spec beside it. "
-                   "Default: rvm (video matting of people); selfie is ~3x faster; isnet for objects.")
+              help="Force one model: a name from `bgvid models list`, or your own .onnx with a spec beside it. "
+                   "Default: chosen by --subject (rvm for people, rvm + isnet for people and objects).")
+@click.option("--subject", type=click.Choice(["auto", "person", "any"]), default="auto", show_default=True,
+              help="What to keep when no --model is given. person: people (rvm, video matting). any: people and "
+                   "every other salient subject, pets and objects (rvm fused with isnet, solid mattes; slower). "
+                   "auto: decided once per input from frames spread over the whole file (any when there is no "
+                   "person, or when the person model drops salient subjects); says what it chose and why.")
 @click.option("--downsample-ratio", default="auto", show_default=True, metavar="auto|R",
               help="rvm only: how far the model shrinks the frame inside (0 < R <= 1); auto keeps the long "
                    "side at 512 px, Robust Video Matting's guideline (256-512).")
@@ -64,6 +69,13 @@ With --matte: the matte alone as greyscale (white = foreground).
 @click.option("--choke", type=float, default=0.0, metavar="PX",
               help="Shrink the matte by PX pixels (negative grows it), as a compositor's choke.")
 @click.option("--feather", type=float, default=0.0, metavar="PX", help="Soften the matte's edge over about PX pixels.")
+@click.option("--clip-black", type=float, default=0.0, show_default=True, metavar="B",
+              help="Levels: alpha <= B becomes 0 (0 <= B < W).")
+@click.option("--clip-white", type=float, default=1.0, show_default=True, metavar="W",
+              help="Levels: alpha >= W becomes 1, values between B and W are stretched (B < W <= 1).")
+@click.option("--no-cleanup", is_flag=True,
+              help="Keep a per-frame model's matte as it is (default: solid subjects: holes filled, islands and "
+                   "haze removed, soft values only along the edges).")
 @click.option("--no-decontaminate", is_flag=True,
               help="Keep the source colour in half-transparent edge pixels (default: replace it with the "
                    "estimated foreground colour, so no old background shows in the edges).")
@@ -75,9 +87,9 @@ With --matte: the matte alone as greyscale (white = foreground).
               help="Print one JSON object on stdout at the end (also on failure, with \"error\").")
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "bar", "json", "none"]), default="auto",
               show_default=True, help="Progress on stderr: a bar on a terminal, or one JSON line per second.")
-def run(input: Path, output, model, downsample_ratio, model_spec, device, provider, background, matte, frames, refine,
-        smooth, no_smooth, overrides, choke, feather, no_decontaminate, batch_size, no_audio, force, quiet, as_json,
-        progress_mode) -> None:
+def run(input: Path, output, model, subject, downsample_ratio, model_spec, device, provider, background, matte, frames,
+        refine, smooth, no_smooth, overrides, choke, feather, clip_black, clip_white, no_cleanup, no_decontaminate,
+        batch_size, no_audio, force, quiet, as_json, progress_mode) -> None:
     """Remove the background of INPUT (a video, an image, a folder of frames or a %05d pattern).
 
     Exit status: 0 done, 2 bad usage or bad input, 1 other failure, 130 interrupted (Ctrl-C),
@@ -97,7 +109,8 @@ def run(input: Path, output, model, downsample_ratio, model_spec, device, provid
             background=background, matte=matte, frames=frames, batch_size=batch_size, audio=not no_audio,
             refine=refine, smooth=None if no_smooth or smooth == 0 else ("auto" if smooth is None else smooth),
             overrides=overrides, downsample_ratio=downsample_ratio, decontaminate=not no_decontaminate,
-            choke=choke, feather=feather,
+            choke=choke, feather=feather, subject=subject, cleanup=False if no_cleanup else "auto",
+            clip_black=clip_black, clip_white=clip_white,
             overwrite=force, report=report, progress=progress)
         progress(result.frames, result.frames, final=True)
     except BaseException as exc:  # noqa: BLE001 - mapped to an exit code below

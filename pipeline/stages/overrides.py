@@ -20,7 +20,8 @@ Frame numbers are 0-based indices of decoded input frames in presentation order 
 Raster layers: a folder of PNGs
 - Names: `NNNNNN.png` (one frame) or `NNNNNN-MMMMMM.png` (every frame from N to M inclusive); six
   digits, zero padded (more digits are accepted for frames past 999999); the extension may be
-  upper case. A reversed range (M < N) is an error.
+  upper case. A reversed range (M < N) is an error. `NNNNNN-MMMMMM@KKKKKK.png`: the layer is painted
+  on key frame K (one of N..M) and follows the picture to the other frames (below).
 - Grey level = target alpha: 0..1 from 8- or 16-bit grey (1/2/4-bit grey is scaled to full range as
   PNG specifies). An RGB(A) or palette PNG uses its BT.709 luma, 0.2126 R + 0.7152 G + 0.0722 B,
   which is exactly the grey level for neutral (R = G = B) pixels. Code values are used as they
@@ -54,6 +55,27 @@ Vector layers: `overrides.json`
 - Errors (malformed JSON, not a list, missing key, bad `frames` text or reversed range, unknown
   mode, size <= 0, softness outside 0..1, bad points, non-finite numbers) name the file and the
   stroke's 0-based index in the list.
+
+Corrections that follow the picture (the motion: stages/track.py)
+- `"keyframe": K` (optional): a JSON integer, one of the stroke's frames. The points are on frame K;
+  on the other frames of the range the painted area is carried along the picture's motion, forwards
+  and backwards from K. A keyframe that is not an integer (12.0, "12", true, null), negative, outside
+  the stroke's frames or past the end of the video is an error naming the file and the stroke.
+  Without it a stroke stays put, exactly as before.
+- `"id"` (optional, read only with a keyframe): a non-empty string of at most MAX_ID_CHARS characters.
+  Keyframed strokes with the same id are one correction, each with its own keyframe and points. On
+  frame t it takes those of its strokes whose frames include t; of their key frames, the nearest at
+  or before t and the nearest at or after t. On a key frame: that key frame's strokes exactly as
+  painted; between two key frames: a linear blend of the two propagations, weight (t - K1)/(K2 - K1)
+  on K2's; beyond the last (before the first): the nearest one alone. A correction blends at the
+  place of its first stroke in the list. Before keyframes existed "id" was a key bgvid ignored: a
+  stroke without a keyframe keeps ignoring it, unless it names a tracked correction (an error).
+- On frames other than its key frame, a restore stroke keeps only the pixels within one brush
+  diameter of what the matte entering the overrides calls subject (where the model sees a subject
+  within four diameters at all): the guide, so that a carried restore does not spill past the
+  subject's outline. On the key frame itself every stroke is exactly as painted.
+- At most MAX_KEYS_PER_FRAME distinct key frames may be carried onto any one frame (each costs a
+  step of its own chain per frame); a file over it names the stroke that goes over.
 
 Limits (no real correction comes near them; a hostile or broken file stops with one line naming the
 file, the stroke and the limit, before any frame is decoded):
@@ -111,7 +133,7 @@ MIN_SEGMENT_AREA = 64 * 64  # what a segment costs at least (NumPy call overhead
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # fullmatch / \Z: "$" would also match before a trailing newline ("000000.png\n").
-_NAME_RE = re.compile(r"([0-9]{6,})(?:-([0-9]{6,}))?\.png", re.IGNORECASE)
+_NAME_RE = re.compile(r"([0-9]{6,})(?:-([0-9]{6,}))?(?:@([0-9]{6,}))?\.png", re.IGNORECASE)
 _FRAMES_RE = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?")
 _MAX_FRAME_DIGITS = 19  # 2**62 has 19 digits: longer digit strings are out of range unconverted
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
@@ -121,6 +143,10 @@ _MAX_FRAME = 2**62
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 DEFAULT_CACHE_BYTES = 256 << 20
 _STROKE_KEYS = ("frames", "mode", "size", "softness", "points")
+_TRACK_KEYS = ("keyframe", "id")  # optional: a stroke that follows the picture (stages/track.py)
+MAX_ID_CHARS = 200
+MAX_KEYS_PER_FRAME = 64  # distinct key frames tracked on any one frame (each costs a chain step per frame)
+GUIDE = True  # carried restore strokes keep near what the matte calls subject (benchmarks turn it off to measure)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,6 +316,8 @@ class _Stroke:
     radius: float
     softness: float
     points: np.ndarray
+    key: Optional[int] = None  # "keyframe": the points are on this frame and follow the picture
+    group: Optional[str] = None  # "id": strokes with the same id (and a keyframe) are one correction
 
     def render(self, width: int, height: int) -> Optional[_Patch]:
         box = _stroke_box(self.points, self.radius, self.softness, width, height)
@@ -474,11 +502,34 @@ def _parse_stroke(stroke: Any, index: int, source: str) -> _Stroke:
     if not 0.0 <= softness <= 1.0:
         raise InputError(f"{what}: softness must be within 0..1, got {_show(stroke['softness'])}")
     _check_points(stroke["points"], what)
-    # The keys bgvid ignores (the five above are checked) must still be JSON it can write back.
+    key, group = _parse_track_keys(stroke, first, last, what)
+    # The keys bgvid ignores (the ones above are checked) must still be JSON it can write back.
     bad = _bad_value({k: v for k, v in stroke.items() if k not in _STROKE_KEYS or not isinstance(k, str)})
     if bad is not None:
         raise InputError(f"{what}: key {bad[0]}: {bad[1]}")
-    return _Stroke(what, first, last, mode == "restore", size / 2.0, softness, _as_points(stroke["points"]))
+    return _Stroke(what, first, last, mode == "restore", size / 2.0, softness, _as_points(stroke["points"]),
+                   key, group)
+
+
+def _parse_track_keys(stroke: dict, first: int, last: int, what: str) -> tuple[Optional[int], Optional[str]]:
+    """"keyframe" (an integer frame of the stroke's range) and "id" (text, read only with a keyframe: before
+    keyframes existed "id" was a key bgvid ignored, and a file that uses it so renders as it always did)."""
+    if "keyframe" not in stroke:
+        return None, None
+    key = stroke["keyframe"]
+    if isinstance(key, bool) or not isinstance(key, int):
+        raise InputError(f"{what}: keyframe must be a frame index (a JSON integer such as 12), got {_show(key)}")
+    if key < 0:
+        raise InputError(f"{what}: keyframe must be a frame index from 0, got {_show(key)}")
+    if not first <= key <= last:
+        raise InputError(f"{what}: keyframe {_show(key)} is outside the stroke's frames {first}-{last} "
+                         "(the key frame is one of the frames it applies to)")
+    group = stroke.get("id")
+    if group is not None or "id" in stroke:
+        if not isinstance(group, str) or not group or len(group) > MAX_ID_CHARS:
+            raise InputError(f"{what}: id must be a non-empty string of at most {MAX_ID_CHARS} characters "
+                             f"(strokes with the same id are one tracked correction), got {_show(group)}")
+    return key, group
 
 
 def decode_json(text: str, source) -> Any:
@@ -514,8 +565,53 @@ def check_strokes(data: Any, *, source, width: int, height: int) -> list[_Stroke
             raise InputError(f"{source}: stroke [{i}]: the strokes up to here have {total} points, over the limit "
                              f"of {MAX_POINTS} points in a file")
         strokes.append(stroke)
+    _check_groups(data, strokes)
     _check_work(strokes, width, height, source)
+    _check_keys_per_frame(strokes, source)
     return strokes
+
+
+def _check_groups(data: list, strokes: Sequence[_Stroke]) -> None:
+    """An "id" shared with keyframed strokes on a stroke without a keyframe is ambiguous: refused."""
+    tracked = {}
+    for s in strokes:
+        if s.group is not None:
+            tracked.setdefault(s.group, s)
+    if not tracked:
+        return
+    for item, s in zip(data, strokes, strict=True):
+        group = item.get("id") if s.key is None else None
+        if isinstance(group, str) and group in tracked:
+            other = tracked[group].source.rsplit(": ", 1)[-1]
+            raise InputError(f"{s.source}: id {_show(group)} is a tracked correction ({other} has a keyframe), "
+                             "but this stroke has none: give it its keyframe or another id")
+
+
+def _check_keys_per_frame(strokes: Sequence[_Stroke], source: str) -> None:
+    """Refuse files whose tracked strokes need more than MAX_KEYS_PER_FRAME key frames on one frame."""
+    spans: dict[int, list[int]] = {}
+    for s in strokes:
+        if s.key is not None:
+            span = spans.setdefault(s.key, [s.first, s.last])
+            span[0], span[1] = min(span[0], s.first), max(span[1], s.last)
+    if len(spans) <= MAX_KEYS_PER_FRAME:
+        return
+    events = sorted([(a, 1) for a, _ in spans.values()] + [(b + 1, -1) for _, b in spans.values()])
+    running, at = 0, None
+    for frame, step in events:
+        running += step
+        if running > MAX_KEYS_PER_FRAME:
+            at = frame
+            break
+    if at is None:
+        return
+    seen: set[int] = set()
+    for s in strokes:
+        if s.key is not None and spans[s.key][0] <= at <= spans[s.key][1]:
+            seen.add(s.key)
+            if len(seen) > MAX_KEYS_PER_FRAME:
+                raise InputError(f"{s.source}: frame {at} would be tracked from {len(seen)} key frames, over the limit "
+                                 f"of {MAX_KEYS_PER_FRAME} on one frame: paint fewer key frames over this range")
 
 
 def work_budget(width: int, height: int) -> int:
@@ -592,6 +688,7 @@ class _PngLayer:
     bit_depth: int
     color_type: int
     trns: Optional[tuple[int, ...]]  # grey or RGB colour key (colour types 0 and 2)
+    key: Optional[int] = None  # NNNNNN-MMMMMM@KKKKKK.png: painted on frame K, follows the picture
 
     def render(self, width: int, height: int) -> Optional[_Patch]:
         import cv2
@@ -663,7 +760,8 @@ def _lut(maxv: int) -> np.ndarray:
     return lut
 
 
-def _read_png_header(path: Path, first: int, last: int, width: int, height: int) -> _PngLayer:
+def _read_png_header(path: Path, first: int, last: int, width: int, height: int,
+                     key: Optional[int] = None) -> _PngLayer:
     """Check signature, IHDR and chunk structure (no pixel decoding) and the size."""
     def bad(why: str) -> InputError:
         return InputError(f"{path}: not a readable PNG: {why}")
@@ -717,7 +815,7 @@ def _read_png_header(path: Path, first: int, last: int, width: int, height: int)
     if (w, h) != (width, height):
         raise InputError(f"{path}: override PNG is {w}x{h}, the video is {width}x{height} "
                          "(displayed size, rotation applied)")
-    return _PngLayer(str(path), first, last, depth, color_type, trns)
+    return _PngLayer(str(path), first, last, depth, color_type, trns, key)
 
 
 def _display(path) -> str:
@@ -727,11 +825,12 @@ def _display(path) -> str:
     return text if text.isprintable() else ascii(text)
 
 
-def _png_entry(path: Path) -> tuple[int, int]:
+def _png_entry(path: Path) -> tuple[int, int, Optional[int]]:
     m = _NAME_RE.fullmatch(path.name)
     if not m:
-        raise InputError(f"{_display(path)}: not an override file: expected NNNNNN.png or NNNNNN-MMMMMM.png "
-                         f"(6-digit, 0-based frame indices) or {_JSON_NAME}")
+        raise InputError(f"{_display(path)}: not an override file: expected NNNNNN.png, NNNNNN-MMMMMM.png or "
+                         f"NNNNNN-MMMMMM@KKKKKK.png (6-digit, 0-based frame indices; @K: the key frame of a layer "
+                         f"that follows the picture) or {_JSON_NAME}")
     if any(len(g.lstrip("0")) > _MAX_FRAME_DIGITS for g in m.groups() if g is not None):
         raise InputError(f"{path}: frame index is out of range (at most 2**62)")
     first = int(m.group(1))
@@ -740,7 +839,10 @@ def _png_entry(path: Path) -> tuple[int, int]:
         raise InputError(f"{path}: reversed frame range {first}-{last} (the end comes before the start)")
     if last > _MAX_FRAME:
         raise InputError(f"{path}: frame index {last} is out of range")
-    return first, last
+    key = int(m.group(3)) if m.group(3) is not None else None
+    if key is not None and not first <= key <= last:
+        raise InputError(f"{path}: key frame {key} (after @) is outside the layer's frames {first}-{last}")
+    return first, last, key
 
 
 # --------------------------------------------------------------------------------------------------
@@ -752,36 +854,167 @@ class _Cache:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self.items: OrderedDict[int, Optional[_Patch]] = OrderedDict()
+        self.items: OrderedDict[Any, Any] = OrderedDict()
         self.bytes = 0
         self.lock = threading.Lock()
 
-    def get(self, key: int, build: Callable[[], Optional[_Patch]]) -> Optional[_Patch]:
+    @staticmethod
+    def _size(value) -> int:
+        if value is None:
+            return 0
+        if isinstance(value, _Patch):
+            return value.nbytes
+        return sum(p.nbytes for p in value[2])  # a (y0, x0, planes) piece
+
+    def get(self, key, build: Callable[[], Any]):
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
                 return self.items[key]
-        patch = build()
+        value = build()
         with self.lock:
             if key not in self.items:
-                self.items[key] = patch
-                self.bytes += patch.nbytes if patch is not None else 0
+                self.items[key] = value
+                self.bytes += self._size(value)
                 while self.bytes > self.max_bytes and len(self.items) > 1:
                     _, old = self.items.popitem(last=False)
-                    self.bytes -= old.nbytes if old is not None else 0
-        return patch
+                    self.bytes -= self._size(old)
+        return value
 
+
+# --------------------------------------------------------------------------------------------------
+# Corrections that follow the picture (the motion itself: stages/track.py)
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Part:
+    """One painted layer of a tracked correction: a keyframed stroke or an NNNNNN-MMMMMM@KKKKKK.png."""
+
+    index: int  # position in the file's layer list (the cache key)
+    layer: Any  # _Stroke or _PngLayer, with .key set
+
+    @property
+    def key(self) -> int:
+        return self.layer.key
+
+    @property
+    def first(self) -> int:
+        return self.layer.first
+
+    @property
+    def last(self) -> int:
+        return self.layer.last
+
+    @property
+    def reach(self) -> Optional[int]:
+        """Restore strokes: how far from what the matte calls subject their carried coverage may reach
+        (one brush diameter, in pixels); None for remove strokes and PNG layers."""
+        layer = self.layer
+        if isinstance(layer, _Stroke) and layer.restore:
+            return max(1, int(math.ceil(2.0 * layer.radius)))
+        return None
+
+
+class _Tracked:
+    """A correction that follows the picture: one keyframed stroke or PNG layer, or the keyframed strokes
+    sharing an id. On frame t it takes the parts whose frames include t; of their key frames, the nearest
+    one at or before t and the nearest at or after it. On a key frame, that key's parts exactly as painted;
+    between two key frames a linear blend of the two propagations (weight (t - K1) / (K2 - K1) on K2's); on
+    one side of all key frames, the nearest key's propagation alone. Blends at the position of its first
+    part in the file."""
+
+    def __init__(self, parts: list[_Part]):
+        self.parts = parts
+
+    @property
+    def source(self) -> str:
+        return self.parts[0].layer.source
+
+    @property
+    def first(self) -> int:
+        return min(p.first for p in self.parts)
+
+    @property
+    def last(self) -> int:
+        return max(p.last for p in self.parts)
+
+    def keys_for(self, t: int) -> list[tuple[float, int, list[_Part]]]:
+        """[(weight, key frame, parts painted on it)] for frame t: one entry, or two whose weights add to 1."""
+        here = [p for p in self.parts if p.first <= t <= p.last]
+        if not here:
+            return []
+        keys = sorted({p.key for p in here})
+        before = [k for k in keys if k <= t]
+        after = [k for k in keys if k >= t]
+        lo = before[-1] if before else None
+        hi = after[0] if after else None
+        if lo is None or hi is None or lo == hi:
+            k = lo if lo is not None else hi
+            return [(1.0, k, [p for p in here if p.key == k])]
+        w = (t - lo) / (hi - lo)
+        return [(1.0 - w, lo, [p for p in here if p.key == lo]), (w, hi, [p for p in here if p.key == hi])]
+
+
+def _group(layers: Sequence[Any]) -> list[Any]:
+    """The blending order with keyframed layers gathered into corrections (an id's strokes at the place of
+    its first stroke)."""
+    out: list[Any] = []
+    groups: dict[str, _Tracked] = {}
+    for i, layer in enumerate(layers):
+        if getattr(layer, "key", None) is None:
+            out.append(layer)
+            continue
+        group = getattr(layer, "group", None)
+        if group is not None and group in groups:
+            groups[group].parts.append(_Part(i, layer))
+            continue
+        tracked = _Tracked([_Part(i, layer)])
+        out.append(tracked)
+        if group is not None:
+            groups[group] = tracked
+    return out
+
+
+def _near_subject(alpha, y0: int, x0: int, h: int, w: int, reach: int):
+    """The guide of a carried restore stroke: a [h, w] weight 0..1 over the box (y0, x0, h, w), on the
+    matte's own device. 1 where the matte calls something subject within `reach` pixels (one brush
+    diameter, a square window); 0 where it does not, but does within 4 x reach (the stroke drifted off
+    the outline of a subject the model sees nearby); 1 again where the model sees nothing within 4 x reach
+    (nothing to guide by: the correction is all there is). "Subject" ramps from alpha 0.25 to 0.75, so a
+    small change of the matte makes a small change of the weight."""
+    from ..kernels import backend_for
+
+    be = backend_for(alpha)
+    xp = be.xp
+    far = 4 * reach
+    H, W = alpha.shape[-2:]
+    gy0, gy1 = max(0, y0 - far), min(H, y0 + h + far)
+    gx0, gx1 = max(0, x0 - far), min(W, x0 + w + far)
+    region = alpha[gy0:gy1, gx0:gx1]
+    box = (slice(y0 - gy0, y0 - gy0 + h), slice(x0 - gx0, x0 - gx0 + w))
+    near = xp.clip(be.max_square(region, reach)[box] * 2.0 - 0.5, 0.0, 1.0)
+    seen = xp.clip(be.max_square(region, far)[box] * 2.0 - 0.5, 0.0, 1.0)
+    return xp.maximum(near, 1.0 - seen).astype(xp.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Overrides
+# --------------------------------------------------------------------------------------------------
 
 class Overrides:
-    """Manual corrections for one video size, loaded and validated up front (see module docstring)."""
+    """Manual corrections for one video size, loaded and validated up front (see module docstring).
+    Keyframed layers need a tracker over the video they follow (track_with(); OverrideStage makes one)."""
 
     def __init__(self, layers: Sequence[Any], *, width: int, height: int,
                  cache_bytes: int = DEFAULT_CACHE_BYTES):
         self.width, self.height = int(width), int(height)
-        self._layers = list(layers)  # in blending order
+        self._layers = _group(layers)  # in blending order
         self._first = np.array([layer.first for layer in self._layers], dtype=np.int64)
         self._last = np.array([layer.last for layer in self._layers], dtype=np.int64)
         self._cache = _Cache(cache_bytes)
+        self._tracker = None
+        self._chains: dict[int, Any] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path, *, width: int, height: int, cache_bytes: int = DEFAULT_CACHE_BYTES) -> "Overrides":
@@ -805,10 +1038,10 @@ class Overrides:
                 if name.lower() == _JSON_NAME and entry.is_file():
                     json_path = entry
                     continue
-                first, last = _png_entry(entry)
+                first, last, key = _png_entry(entry)
                 if not entry.is_file():
                     raise InputError(f"{entry}: not a file")
-                pngs.append(_read_png_header(entry, first, last, width, height))
+                pngs.append(_read_png_header(entry, first, last, width, height, key))
             pngs.sort(key=lambda layer: (layer.first, -layer.last, layer.source))
             if json_path is not None:
                 strokes = _load_json(json_path, width, height)
@@ -821,8 +1054,11 @@ class Overrides:
         return cls([*pngs, *strokes], width=width, height=height, cache_bytes=cache_bytes)
 
     def __repr__(self) -> str:
-        n_png = sum(isinstance(layer, _PngLayer) for layer in self._layers)
-        return (f"Overrides({n_png} PNG layers, {len(self._layers) - n_png} strokes, "
+        layers = [p.layer for layer in self._layers for p in (layer.parts if isinstance(layer, _Tracked) else
+                                                                  [_Part(0, layer)])]
+        n_png = sum(isinstance(layer, _PngLayer) for layer in layers)
+        n_tracked = sum(isinstance(layer, _Tracked) for layer in self._layers)
+        return (f"Overrides({n_png} PNG layers, {len(layers) - n_png} strokes, {n_tracked} tracked corrections, "
                 f"{self.width}x{self.height})")
 
     def ranges(self) -> list[tuple[int, int]]:
@@ -842,22 +1078,186 @@ class Overrides:
             out.update(range(first, last + 1))
         return out
 
+    # -- tracking -------------------------------------------------------------------------------
+    @property
+    def tracked(self) -> bool:
+        """True when some layer follows the picture (a keyframed stroke or PNG layer)."""
+        return any(isinstance(layer, _Tracked) for layer in self._layers)
+
+    def _tracked_parts(self) -> list[_Part]:
+        return [p for layer in self._layers if isinstance(layer, _Tracked) for p in layer.parts]
+
+    def key_frames(self) -> list[tuple[int, str]]:
+        """(key frame, source) of every tracked part, in file order."""
+        return [(p.key, p.layer.source) for p in self._tracked_parts()]
+
+    def tracking(self, frame_index: int) -> bool:
+        """True when a tracked correction applies to this frame (its frames are wanted by the tracker)."""
+        f = int(frame_index)
+        return any(isinstance(self._layers[i], _Tracked) for i in self._active(f).tolist())
+
+    def track_with(self, tracker) -> "Overrides":
+        """Carry keyframed layers along `tracker`'s video (a stages.track.Tracker of this size)."""
+        if (tracker.width, tracker.height) != (self.width, self.height):
+            raise ValueError(f"tracker is {tracker.width}x{tracker.height}, overrides {self.width}x{self.height}")
+        self._tracker = tracker
+        self._chains = {}
+        return self
+
+    def _key_planes(self, part: _Part):
+        """The part as painted on its key frame: (y0, x0, [coverage] or [coverage, target * coverage]) at full
+        resolution inside its box, or None where it misses the frame."""
+        def build():
+            patch = self._patch(("part", part.index), part.layer)
+            if patch is None:
+                return None
+            h, w = patch.shape
+            cov = np.ones((h, w), np.float32) if patch.keep is None else np.float32(1.0) - patch.keep
+            planes = [np.ascontiguousarray(cov, dtype=np.float32)]
+            if isinstance(part.layer, _PngLayer):
+                add = patch.add if patch.add is not None else np.zeros((h, w), np.float32)
+                planes.append(np.ascontiguousarray(add, dtype=np.float32))
+            return patch.y0, patch.x0, planes
+        return self._cache.get(("key", part.index), build)
+
+    def _chain(self, key: int):
+        with self._lock:
+            chain = self._chains.get(key)
+            if chain is None:
+                boxes = [b for b in (self._key_planes(p) for p in self._tracked_parts() if p.key == key)
+                         if b is not None]
+                x0 = min((b[1] for b in boxes), default=0)
+                y0 = min((b[0] for b in boxes), default=0)
+                x1 = max((b[1] + b[2][0].shape[1] for b in boxes), default=1)
+                y1 = max((b[0] + b[2][0].shape[0] for b in boxes), default=1)
+                chain = self._chains[key] = self._tracker.chain(key, (x0, y0, x1, y1))
+            return chain
+
+    def _carried(self, part: _Part, t: int):
+        """The part carried from its key frame to frame t: (y0, x0, planes) or None (host arrays)."""
+        from .track import MissingFrame, warp_planes
+
+        def build():
+            base = self._key_planes(part)
+            if base is None:
+                return None
+            try:
+                box = self._chain(part.key).at(t)
+            except MissingFrame as exc:
+                raise InputError(f"{part.layer.source}: keyframe {part.key}: cannot follow it to frame {t}: "
+                                 f"{exc}") from None
+            if box is None:
+                return None
+            return warp_planes(box, self._tracker, base[0], base[1], base[2])
+        return self._cache.get(("carried", part.index, int(t)), build)
+
+    def _apply_tracked(self, layer: _Tracked, out, t: int, guide, upload=None) -> None:
+        entries = layer.keys_for(t)
+        if not entries:
+            return
+        if self._tracker is None and any(key != t for _, key, _ in entries):
+            raise InputError(f"{layer.source}: a keyframed correction needs the video it follows "
+                             "(Overrides.track_with a Tracker; bgvid run and edit do this)")
+        xp = get_array_module(out)
+        move = upload or xp.asarray
+        if len(entries) == 1 and entries[0][1] == t:  # on its key frame: exactly as painted
+            for part in entries[0][2]:
+                patch = self._patch(("part", part.index), part.layer)
+                if patch is not None:
+                    patch.blend_into(out, upload)
+            return
+        pieces = []  # (entry, y0, x0, coverage, add-or-None) on the matte's device, the guide applied
+        for e, (_, key, parts) in enumerate(entries):
+            for part in parts:
+                piece = self._key_planes(part) if key == t else self._carried(part, t)
+                if piece is None:
+                    continue
+                y0, x0, planes = piece
+                cov = move(planes[0])
+                if len(planes) > 1:  # a PNG layer: its own target, carried as painted
+                    add = move(planes[1])
+                elif part.layer.restore:
+                    if key != t and guide is not None and GUIDE:  # the guide: no restore off the outline
+                        cov = cov * _near_subject(guide, y0, x0, cov.shape[0], cov.shape[1], part.reach)
+                    add = cov
+                else:
+                    add = None
+                pieces.append((e, y0, x0, cov, add))
+        if not pieces:
+            return
+        if len(entries) == 1:  # one key: each piece blends over the result so far, as untracked layers do
+            for _, y0, x0, cov, add in pieces:
+                region = out[y0:y0 + cov.shape[0], x0:x0 + cov.shape[1]]
+                region *= 1.0 - cov
+                if add is not None:
+                    region += add
+            return
+        # Two keys: each key's parts composed into one affine map per pixel (out = a * keep + add), the two
+        # maps blended by weight over their common box.
+        y0 = min(p[1] for p in pieces)
+        x0 = min(p[2] for p in pieces)
+        y1 = max(p[1] + p[3].shape[0] for p in pieces)
+        x1 = max(p[2] + p[3].shape[1] for p in pieces)
+        keep_total = xp.zeros((y1 - y0, x1 - x0), xp.float32)
+        add_total = xp.zeros((y1 - y0, x1 - x0), xp.float32)
+        for e, (weight, _, _) in enumerate(entries):
+            keep = xp.ones((y1 - y0, x1 - x0), xp.float32)
+            add = xp.zeros((y1 - y0, x1 - x0), xp.float32)
+            for pe, py, px, cov, padd in pieces:
+                if pe != e:
+                    continue
+                sl = (slice(py - y0, py - y0 + cov.shape[0]), slice(px - x0, px - x0 + cov.shape[1]))
+                keep[sl] *= 1.0 - cov
+                add[sl] *= 1.0 - cov
+                if padd is not None:
+                    add[sl] += padd
+            keep_total += xp.float32(weight) * keep
+            add_total += xp.float32(weight) * add
+        region = out[y0:y1, x0:x1]
+        region *= keep_total
+        region += add_total
+
+    def correction_boxes(self, frame_index: int) -> list[tuple[list[int], tuple[int, int, int, int]]]:
+        """Where each tracked correction lies on this frame: [(its parts' layer indices, (x0, y0, x1, y1))]
+        (the editor's page uses it to find the correction under the brush)."""
+        t = int(frame_index)
+        out = []
+        for i in self._active(t).tolist():
+            layer = self._layers[i]
+            if not isinstance(layer, _Tracked):
+                continue
+            boxes = []
+            for _, key, parts in layer.keys_for(t):
+                for part in parts:
+                    piece = self._key_planes(part) if key == t else self._carried(part, t)
+                    if piece is not None:
+                        y0, x0, planes = piece
+                        boxes.append((x0, y0, x0 + planes[0].shape[1], y0 + planes[0].shape[0]))
+            if boxes:
+                out.append(([p.index for p in layer.parts], (min(b[0] for b in boxes), min(b[1] for b in boxes),
+                                                              max(b[2] for b in boxes), max(b[3] for b in boxes))))
+        return out
+
+    # -- applying ---------------------------------------------------------------------------------
     def _active(self, frame_index: int) -> np.ndarray:
         f = int(frame_index)
         return np.flatnonzero((self._first <= f) & (self._last >= f))
 
-    def _patch(self, i: int) -> Optional[_Patch]:
-        layer = self._layers[i]
-        return self._cache.get(i, lambda: layer.render(self.width, self.height))
+    def _patch(self, key, layer) -> Optional[_Patch]:
+        return self._cache.get(key, lambda: layer.render(self.width, self.height))
 
     def _check(self, shape) -> None:
         if tuple(shape) != (self.height, self.width):
             raise ValueError(f"matte is {shape[-1]}x{shape[-2]} but the overrides were loaded for "
                              f"{self.width}x{self.height}")
 
-    def _apply_into(self, out, active: np.ndarray, upload=None) -> None:
+    def _apply_into(self, out, active: np.ndarray, upload=None, frame_index: int = 0, guide=None) -> None:
         for i in active.tolist():
-            patch = self._patch(i)
+            layer = self._layers[i]
+            if isinstance(layer, _Tracked):
+                self._apply_tracked(layer, out, int(frame_index), guide, upload)
+                continue
+            patch = self._patch(i, layer)
             if patch is not None:
                 patch.blend_into(out, upload)
 
@@ -870,7 +1270,7 @@ class Overrides:
         self._check(alpha.shape)
         xp = get_array_module(alpha)
         out = alpha.astype(xp.float32, copy=True)
-        self._apply_into(out, active)
+        self._apply_into(out, active, frame_index=frame_index, guide=alpha)
         return out
 
 
@@ -878,30 +1278,61 @@ class OverrideStage(StageBase):
     """Pipeline stage: applies the overrides to batch.alpha ([N, H, W] at frame size) by
     batch.frame_index. The batch's alpha is replaced by a corrected copy, never written in place
     (an upstream stage may still hold the array, e.g. as temporal state). On a device the painted
-    patches are rasterised on the host and cross up (a side channel of the painted boxes only)."""
+    patches are rasterised on the host and cross up (a side channel of the painted boxes only).
+
+    source: the input video, for keyframed layers: the tracker decodes from it the frames it is not
+    handed (a span before a key frame, the frames between a key frame and a chunk's start, every frame
+    on a device, where the batch's frames stay on the GPU) and is closed with the stage."""
 
     name = "overrides"
 
-    def __init__(self, overrides: Overrides):
+    def __init__(self, overrides: Overrides, *, source=None, tracker=None):
         self.overrides = overrides
+        self.tracker = tracker
+        self._own_tracker = False
+        if overrides.tracked and tracker is None:
+            if source is None:
+                raise InputError(f"{overrides.key_frames()[0][1]}: a keyframed correction needs the video it "
+                                 "follows (build_chain(..., source=INPUT))")
+            from .track import Tracker
+
+            self.tracker = Tracker.for_video(source, width=overrides.width, height=overrides.height)
+            self._own_tracker = True
+        if self.tracker is not None:
+            count = self.tracker.count
+            for key, where in overrides.key_frames():
+                if count is not None and key >= count:
+                    self.close()
+                    raise InputError(f"{where}: keyframe {key} is past the end of the video ({count} frames, "
+                                     f"0-{count - 1})")
+            overrides.track_with(self.tracker)
+
+    def close(self) -> None:
+        if self._own_tracker and self.tracker is not None:
+            self.tracker.close()
 
     def push(self, batch: Optional[FrameBatch]) -> list[FrameBatch]:
         if batch is None:
             return []
         if batch.alpha is None:
             raise ValueError("OverrideStage needs batch.alpha (place it after segmentation)")
-        active = [self.overrides._active(f) for f in np.asarray(batch.frame_index).tolist()]
+        frames = np.asarray(batch.frame_index).tolist()
+        active = [self.overrides._active(f) for f in frames]
         if not any(a.size for a in active):
             return [batch]
         self.overrides._check(batch.alpha.shape[1:])
+        if self.tracker is not None and get_array_module(batch.rgb) is np:
+            for i, f in enumerate(frames):  # frames decoded anyway: the tracker need not decode them again
+                if self.overrides.tracking(f):
+                    self.tracker.offer(f, batch.rgb[i])
         xp = get_array_module(batch.alpha)
         out = batch.alpha.astype(xp.float32, copy=True)
         upload = None
         if self.on_device(batch.alpha) and self.device is not None:
             def upload(host):
                 return self.device.upload(np.ascontiguousarray(host, np.float32), side=True)
-        for i, a in enumerate(active):
+        for i, (f, a) in enumerate(zip(frames, active, strict=True)):
             if a.size:
-                self.overrides._apply_into(out[i], a, upload)
+                self.overrides._apply_into(out[i], a, upload, f, batch.alpha[i])
         batch.alpha = out
         return [batch]

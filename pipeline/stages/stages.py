@@ -21,11 +21,14 @@ from ..frames import FrameBatch
 from ..kernels import (
     DEFAULT_STRENGTH,
     SmoothState,
+    carry_mattes,
     composite,
     get_array_module,
     guided_upsample,
+    levels,
     resize_batch,
     smooth_mattes,
+    solidify,
 )
 
 
@@ -64,9 +67,10 @@ class SegmentStage(StageBase):
 
     name = "segment"
 
-    def __init__(self, segmenter, state=None):
+    def __init__(self, segmenter, state=None, *, foreground: bool = True):
         self.segmenter = segmenter
         self.state = state  # recurrent state (None for per-frame models), carried batch to batch
+        self.foreground = foreground  # keep the model's foreground colour (False: nothing downstream uses it)
 
     def push(self, batch):
         if batch is None:
@@ -74,6 +78,8 @@ class SegmentStage(StageBase):
         self.on_device(batch.rgb)
         batch.alpha, batch.foreground, self.state = self.segmenter.segment(
             batch.rgb, self.state, size="model", with_foreground=True)
+        if not self.foreground:
+            batch.foreground = None  # 11 MB a 720p frame, held in the queues for nothing
         return [batch]
 
 
@@ -95,6 +101,105 @@ class SmoothStage(StageBase):
             transfer = (self.device.download, self.device.upload)  # the flow's side channel, counted
         batch.alpha, self.state = smooth_mattes(batch.alpha, batch.rgb, self.state, strength=self.strength,
                                                 transfer=transfer)
+        return [batch]
+
+
+class ObjectsStage(StageBase):
+    """`--subject any`: every salient subject, not only people. The person model's matte (rvm, at frame
+    size, from SegmentStage) is joined by an object model's (ISNet at `segmenter.input_size`):
+
+        key frames (frame_index % every == 0): the object model runs, and its matte is smoothed into
+                                               the last one (kernels/_smooth, flow-compensated)
+        other frames:                          the last object matte follows the picture's motion
+                                               (kernels/_carry), the model does not run
+        then  objects = guided_upsample(solidify(matte))          (kernels/_cleanup: solid subjects)
+              alpha   = max(person, objects)
+
+    so people keep the person model's matte (its edges and temporal stability: the object matte can
+    only add to it) and everything else the object model finds salient is added, solid inside. Key
+    frames are chosen by the frame's index in the input, so a --frames chunk picks the same ones as a
+    full run. The person model's foreground colour is dropped (it is not that of the objects):
+    decontamination estimates it from the frame."""
+
+    name = "objects"
+
+    def __init__(self, segmenter, *, every: int = 2, strength: Optional[float] = DEFAULT_STRENGTH,
+                 refine: str = "guided", clean: bool = True, cleanup=None):
+        self.segmenter = segmenter
+        self.every = max(1, int(every))
+        self.strength = float(strength or 0.0)
+        self.refine = refine
+        self.clean = bool(clean)  # --no-cleanup: the object model's matte as it is
+        self.cleanup = cleanup  # kernels._cleanup.Cleanup, None: default_cleanup for the model's size
+        self.state: Optional[SmoothState] = None
+
+    def push(self, batch):
+        if batch is None:
+            return []
+        transfer = None
+        if self.on_device(batch.rgb) and self.device is not None:
+            transfer = (self.device.download, self.device.upload)  # the flow's side channel, counted
+        xp = get_array_module(batch.rgb)
+        key = (np.asarray(batch.frame_index) % self.every) == 0  # host metadata: never a device sync
+        if self.state is None:
+            key[0] = True  # nothing to carry yet
+        mattes = []
+        for i in range(len(batch)):
+            if key[i]:
+                # one frame per model call: a batch of two doubles the model's working memory (measured at
+                # 512x896: 825 MB peak RSS for ISNet alone at batch 1, 1178 MB at batch 2)
+                low, _ = self.segmenter.segment(batch.rgb[i:i + 1], None, size="model")
+                out, self.state = smooth_mattes(low, batch.rgb[i:i + 1], self.state, strength=self.strength,
+                                                transfer=transfer)
+            else:
+                out, self.state = carry_mattes(batch.rgb[i:i + 1], self.state, transfer=transfer)
+            mattes.append(out)
+        low = mattes[0] if len(mattes) == 1 else xp.concatenate(mattes)
+        if self.clean:
+            low = solidify(low, self.cleanup)
+        if self.refine == "guided":
+            objects = guided_upsample(low, batch.rgb)
+        else:
+            objects = resize_batch(low, batch.rgb.shape[1:3], interpolation="bilinear")
+        person = batch.alpha
+        if tuple(person.shape[1:3]) != tuple(objects.shape[1:3]):
+            person = resize_batch(person, objects.shape[1:3], interpolation="bilinear")
+        batch.alpha = xp.maximum(person, objects)
+        batch.foreground = None
+        return [batch]
+
+
+class CleanupStage(StageBase):
+    """Solid mattes from a per-frame model (kernels/_cleanup.solidify) at the matte's own resolution,
+    before upsampling: holes filled, islands and haze removed, the interior solid, the edge band as the
+    model made it."""
+
+    name = "cleanup"
+
+    def __init__(self, cleanup=None):
+        self.cleanup = cleanup  # kernels._cleanup.Cleanup, None: default_cleanup for the matte's size
+
+    def push(self, batch):
+        if batch is None:
+            return []
+        self.on_device(batch.alpha)
+        batch.alpha = solidify(batch.alpha, self.cleanup)
+        return [batch]
+
+
+class LevelsStage(StageBase):
+    """Compositor-style levels on the full-resolution matte: alpha <= black -> 0, >= white -> 1."""
+
+    name = "levels"
+
+    def __init__(self, black: float = 0.0, white: float = 1.0):
+        self.black, self.white = float(black), float(white)
+
+    def push(self, batch):
+        if batch is None:
+            return []
+        self.on_device(batch.alpha)
+        batch.alpha = levels(batch.alpha, self.black, self.white)
         return [batch]
 
 

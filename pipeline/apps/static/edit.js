@@ -2,6 +2,11 @@
 // overrides.json format (bgvid/_overrides.py); their rasterisation below mirrors
 // _overrides.rasterize_stroke exactly (distance of each pixel centre to the polyline, smoothstep
 // over the outer `softness` of the radius), so the preview is what `bgvid run --overrides` renders.
+// A stroke painted with "Follow the picture" carries "keyframe": the frame it was painted on; on the
+// other frames of its range bgvid carries it along the picture's motion. Those frames are rendered by
+// the server (api/preview/N, the same code as `bgvid run`); frames where every stroke is at its own key
+// frame (or fixed) are drawn here. Shift+paint adds a key frame to the tracked correction under the brush
+// (same "id"): the drift fix.
 // All URLs are relative: the page lives under /TOKEN/, which authorises every request.
 "use strict";
 
@@ -16,6 +21,8 @@ const ed = {
   live: null, // stroke being painted: {stroke, cov, target, pointerId}
   view: "overlay", zoom: 1, panX: 0, panY: 0, fitted: true,
   loadSeq: 0, abort: null, covCache: new WeakMap(),
+  server: null,   // the server's rendering of this frame: {frame, sent (the strokes sent), version, alpha, boxes}
+  previewTimer: 0, previewAbort: null,
 };
 
 // ---------------------------------------------------------------- rasterisation (as bgvid)
@@ -113,6 +120,11 @@ function activeOn(stroke, n) {
   return a <= n && n <= b;
 }
 
+const keyed = (s) => Number.isInteger(s.keyframe);
+// Carried from another frame onto frame n: only the server renders it (flow, consistency check, guide).
+const carriedOn = (s, n) => keyed(s) && s.keyframe !== n && activeOn(s, n);
+const needsServer = (n) => ed.strokes.some((s) => carriedOn(s, n));
+
 // ---------------------------------------------------------------- drawing
 
 const canvas = $("view");
@@ -120,8 +132,58 @@ const ctx = canvas.getContext("2d", { willReadFrequently: true });
 
 function recomputeAlpha() {
   if (!ed.base) return;
-  ed.alpha.set(ed.base);
-  for (const s of ed.strokes) if (activeOn(s, ed.frame)) blendStroke(ed.alpha, s);
+  const n = ed.frame, srv = ed.server;
+  if (needsServer(n) && srv && srv.frame === n && srv.sent.length <= ed.strokes.length
+      && srv.sent.every((s, i) => s === ed.strokes[i])) {
+    // The server's frame; strokes painted since (on this frame, so exact here) on top until it answers again.
+    ed.alpha.set(srv.alpha);
+    for (const s of ed.strokes.slice(srv.sent.length)) if (activeOn(s, n) && !carriedOn(s, n)) blendStroke(ed.alpha, s);
+  } else {
+    ed.alpha.set(ed.base);
+    for (const s of ed.strokes) if (activeOn(s, n) && !carriedOn(s, n)) blendStroke(ed.alpha, s);
+  }
+  if (needsServer(n) && (!srv || srv.frame !== n || srv.version !== ed.version)) schedulePreview();
+}
+
+// ---------------------------------------------------------------- the server's preview of carried strokes
+
+function schedulePreview() {
+  clearTimeout(ed.previewTimer);
+  ed.previewTimer = setTimeout(requestPreview, 60);
+}
+
+async function requestPreview() {
+  const n = ed.frame, version = ed.version, sent = ed.strokes.slice();
+  if (!needsServer(n) || !ed.ready) return;
+  if (ed.previewAbort) ed.previewAbort.abort();
+  const abort = ed.previewAbort = new AbortController();
+  canvas.dataset.tracked = "loading";
+  try {
+    let resp;
+    for (let attempt = 0; ; attempt++) {
+      resp = await fetch(`api/preview/${n}`, { method: "POST", headers: { "Content-Type": "application/json" },
+                                               body: JSON.stringify(sent), signal: abort.signal, cache: "no-store" });
+      if (resp.status !== 503 || attempt >= 20) break;
+      await new Promise((done) => setTimeout(done, 100 + 50 * attempt));
+    }
+    if (!resp.ok) {
+      let why = `${resp.status} ${resp.statusText}`;
+      try { why = (await resp.json()).error || why; } catch (e) { /* not JSON */ }
+      throw new Error(why);
+    }
+    const boxes = JSON.parse(resp.headers.get("X-Bgvid-Corrections") || "[]");
+    const grey = pixelsOf(await decodeImage(await resp.blob()));
+    if (n !== ed.frame || abort.signal.aborted) return;
+    const alpha = new Float32Array(ed.W * ed.H);
+    for (let i = 0; i < alpha.length; i++) alpha[i] = grey[4 * i] / 255;
+    ed.server = { frame: n, sent, version, alpha, boxes };
+    canvas.dataset.tracked = String(n);
+    redraw();
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    delete canvas.dataset.tracked;
+    setStatus(`Tracked strokes not shown: ${err.message}`, "error");
+  }
 }
 
 function render(box) {
@@ -208,6 +270,8 @@ async function showFrame(n) {
   $("frame-count").textContent = `/ ${ed.count - 1}` + (ed.info.fps ? `  ${(n / ed.info.fps).toFixed(2)} s` : "");
   const seq = ++ed.loadSeq;
   if (ed.abort) ed.abort.abort();
+  if (ed.server && ed.server.frame !== n) ed.server = null;
+  delete canvas.dataset.tracked;
   const abort = ed.abort = new AbortController();
   setStatus(`Loading frame ${n}…`);
   try {
@@ -260,27 +324,32 @@ function brush() {
 
 function changed() { ed.version++; redraw(); }
 
-function pushStroke(stroke) {
+// An undo step: the stroke added, and the ids it gave to strokes of the correction it joined
+// ([stroke, id before] pairs; the add-key gesture names a correction that had no id yet).
+function pushStroke(stroke, ids = []) {
+  for (const [s] of ids) s.id = stroke.id;
   ed.strokes.push(stroke);
-  ed.undo.push(stroke);
+  ed.undo.push({ stroke, ids });
   if (ed.undo.length > HISTORY) ed.undo.shift();
   ed.redo.length = 0;
   changed();
 }
 
 function undo() {
-  const s = ed.undo.pop();
-  if (!s) return;
-  ed.strokes.splice(ed.strokes.lastIndexOf(s), 1);
-  ed.redo.push(s);
+  const step = ed.undo.pop();
+  if (!step) return;
+  ed.strokes.splice(ed.strokes.lastIndexOf(step.stroke), 1);
+  for (const [s, before] of step.ids) { if (before === undefined) delete s.id; else s.id = before; }
+  ed.redo.push(step);
   changed();
 }
 
 function redo() {
-  const s = ed.redo.pop();
-  if (!s) return;
-  ed.strokes.push(s);
-  ed.undo.push(s);
+  const step = ed.redo.pop();
+  if (!step) return;
+  for (const [s] of step.ids) s.id = step.stroke.id;
+  ed.strokes.push(step.stroke);
+  ed.undo.push(step);
   changed();
 }
 
@@ -292,7 +361,9 @@ function setStatus(text, cls) { statusOverride = text ? [text, cls || ""] : null
 function updateStatus() {
   const st = $("status");
   const n = ed.strokes.length, here = ed.strokes.filter((s) => activeOn(s, ed.frame)).length;
-  let text = `${n} stroke${n === 1 ? "" : "s"} (${here} on this frame) · ` + (dirty() ? "unsaved changes" : "saved");
+  const carried = ed.strokes.filter((s) => carriedOn(s, ed.frame)).length;
+  let text = `${n} stroke${n === 1 ? "" : "s"} (${here} on this frame${carried ? `, ${carried} carried here` : ""}) · `
+    + (dirty() ? "unsaved changes" : "saved");
   let cls = dirty() ? "dirty" : "";
   if (statusOverride) [text, cls] = statusOverride;
   st.textContent = text; st.className = cls;
@@ -362,12 +433,42 @@ const pointers = new Map(); // pointerId -> {x, y} for pan / pinch
 let pan = null;              // {x, y, panX, panY} or pinch {dist, mid, zoom, panX, panY}
 let spaceHeld = false;
 
+// The tracked correction under the point on this frame (the server says where each one lies), if any.
+function correctionAt(p) {
+  const srv = ed.server;
+  if (!srv || srv.frame !== ed.frame) return null;
+  let best = null;
+  for (const { first, box } of srv.boxes) {
+    const [x0, y0, x1, y1] = box;
+    if (p[0] < x0 || p[0] > x1 || p[1] < y0 || p[1] > y1) continue;
+    const area = (x1 - x0) * (y1 - y0);
+    if (!best || area < best.area) best = { area, stroke: srv.sent[first] };
+  }
+  return best && ed.strokes.includes(best.stroke) ? best.stroke : null;
+}
+
+function newId() {
+  const used = new Set(ed.strokes.map((s) => s.id));
+  for (let k = 1; ; k++) if (!used.has(`correction ${k}`)) return `correction ${k}`;
+}
+
 function beginStroke(e) {
   if (!ed.ready) return;
   const b = brush();
-  const p = toVideo(e);
-  const stroke = { frames: strokeFrames(), mode: b.mode, size: b.size, softness: b.softness, points: [p] };
-  ed.live = { stroke, pointerId: e.pointerId, target: b.mode === "restore" ? 1 : 0, cov: new Float32Array(ed.W * ed.H) };
+  const p = toVideo(e), n = ed.frame;
+  let stroke = { frames: strokeFrames(), mode: b.mode, size: b.size, softness: b.softness, points: [p] };
+  let ids = [];
+  const joined = e.shiftKey ? correctionAt(p) : null;
+  if (joined) {
+    // Shift+paint: a new key frame of that correction (its range and mode, this frame's points).
+    const id = joined.id !== undefined ? joined.id : newId();
+    stroke = { frames: joined.frames, mode: joined.mode, size: b.size, softness: b.softness, points: [p], keyframe: n, id };
+    if (joined.id === undefined) ids = [[joined, undefined]];
+  } else if ($("follow").checked) {
+    const [a, z] = parseFrames(stroke.frames);
+    if (a <= n && n <= z) stroke.keyframe = n;  // painted on this frame, carried to the others
+  }
+  ed.live = { stroke, ids, pointerId: e.pointerId, target: stroke.mode === "restore" ? 1 : 0, cov: new Float32Array(ed.W * ed.H) };
   const box = addSegment(ed.live.cov, ed.W, ed.H, p, p, brushSize(b.size), b.softness);
   if (box) render(box);
 }
@@ -381,7 +482,7 @@ function extendStroke(e) {
     if (pts.length >= ed.info.limits.points_per_stroke) {
       // bgvid refuses longer strokes: painting goes on in a new stroke from the last point.
       endStroke();
-      ed.live = live = { ...live, stroke: { ...live.stroke, points: [last] }, cov: new Float32Array(ed.W * ed.H) };
+      ed.live = live = { ...live, ids: [], stroke: { ...live.stroke, points: [last] }, cov: new Float32Array(ed.W * ed.H) };
       pts = live.stroke.points;
     }
     pts.push(p);
@@ -393,7 +494,7 @@ function extendStroke(e) {
 function endStroke() {
   const live = ed.live;
   ed.live = null;
-  if (live) pushStroke(live.stroke);
+  if (live) pushStroke(live.stroke, live.ids);
 }
 
 function cancelStroke() { if (ed.live) { ed.live = null; render(); } }
@@ -539,6 +640,7 @@ function onKey(e) {
     "]": () => { $("size").value = Math.round(Number($("size").value) * 1.2 + 1); $("size-range").value = $("size").value; },
     i: () => markRange("from"), o: () => markRange("to"),
     h: () => { $("hand").checked = !$("hand").checked; },
+    f: () => { $("follow").checked = !$("follow").checked; },
     "+": () => zoomTo(ed.zoom * 1.25), "=": () => zoomTo(ed.zoom * 1.25), "-": () => zoomTo(ed.zoom / 1.25), "0": fit,
     " ": () => { spaceHeld = true; viewport.classList.add("panning"); },
   };
@@ -559,6 +661,8 @@ function drawMarks() {
     if (a > b) continue;
     g.fillRect(Math.floor(a * scale), 0, Math.max(1, Math.ceil((Math.min(b, ed.count - 1) - a + 1) * scale)), m.height);
   }
+  g.fillStyle = "#3366ff"; // key frames of strokes that follow the picture
+  for (const s of ed.strokes) if (keyed(s)) g.fillRect(Math.floor(s.keyframe * scale), 0, Math.max(2, Math.ceil(scale)), m.height);
 }
 
 async function start() {
