@@ -145,6 +145,16 @@ def test_object_path_and_levels_on_the_device_keep_to_their_side_channels(tmp_pa
         assert np.abs(a - b).max() <= 102, np.abs(a - b).max()
 
 
+def test_auto_probes_on_host_frames_and_the_device_path_keeps_its_crossings(person_clip, model_path, tmp_path):
+    """--subject auto on the device: the probe reads its frames on the host and runs both models on them
+    (no device array made, none converted), then the chosen path crosses once each way per batch."""
+    model_path("rvm"), model_path("isnet")
+    dev = FakeDevice()
+    result = _run(person_clip, tmp_path / "auto.mov", dev, frames="0-3")
+    assert result.subject["chosen"] == "person", result.subject
+    assert dict(dev.transfers) == {"upload": 1, "download": 1}, dict(dev.transfers)
+
+
 def test_cleanup_stage_on_the_device(tmp_path, person_clip, model_path):
     """The cleanup of a per-frame model's matte (on by default for ISNet; asked for here on selfie, the quick
     one) takes its device branch, with no implicit transfer."""
