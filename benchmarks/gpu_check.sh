@@ -6,7 +6,8 @@
 #   benchmarks/gpu_check.sh WHEELS MODELS CLIPS OUT
 #     WHEELS  folder of wheels for Python 3.12 (bgvid's own, av, onnxruntime-gpu; big ones may come as
 #             NAME.partNN + NAME.sha256 from shared/tools/wheel-parts: joined here)
-#     MODELS  a bgvid model cache (BGVID_HOME: MODELS/models/...), with selfie and rvm
+#     MODELS  a bgvid model cache (BGVID_HOME: MODELS/models/...), with selfie, rvm and isnet (the object
+#             path's test); isnet's 88 MB ONNX may come in parts like the wheels (joined here)
 #     CLIPS   a folder with clips/juggle.mp4 (as ../shared/media)
 #     OUT     where the log, the test report and the benchmark JSON go
 #
@@ -21,10 +22,10 @@ started=$(date +%s)
 step() { echo; echo "== $1 ($(( $(date +%s) - started )) s)"; }
 
 step "wheels"
-for sum in "$WHEELS"/*.sha256; do  # parts -> wheel, checked
+for sum in "$WHEELS"/*.sha256 "$MODELS"/models/*.sha256; do  # parts -> wheel or model, checked
   [ -f "$sum" ] || continue
   name=${sum%.sha256}
-  cat "$name".part[0-9][0-9] > "$name" && (cd "$WHEELS" && sha256sum -c --status "$(basename "$sum")") \
+  cat "$name".part[0-9][0-9] > "$name" && (cd "$(dirname "$sum")" && sha256sum -c --status "$(basename "$sum")") \
     || { echo "FAILED: $(basename "$name"): parts missing or checksum mismatch"; exit 1; }
   rm -f "$name".part[0-9][0-9] "$sum"
 done
