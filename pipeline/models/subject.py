@@ -148,8 +148,8 @@ def decide(frames: list[dict]) -> tuple[str, str]:
         largest = max(max(f["dropped"]) for f in with_dropped)
         return "any", (f"people in {people} of {n} probe frames, and salient subjects the person model drops in "
                        f"{len(with_dropped)} of them, the largest {100 * largest:.1f}% of the frame")
-    return "person", (f"people in {people} of {n} probe frames, and no other subject that stays in the shot (the "
-                      f"person model drops one in {len(with_dropped)} of them; {need} needed)")
+    return "person", (f"people in {people} of {n} probe frames, and no other subject that stays in the shot: the "
+                      f"person model drops one in {len(with_dropped)} of them, {need} needed")
 
 
 def probe_indices(frame_count: int, probes: int = PROBE_FRAMES) -> list[int]:
@@ -188,7 +188,8 @@ def probe_subject(path, person_segmenter, object_segmenter, *, probes: int = PRO
     path = Path(path)
     count = _frame_count(path)
     indices = probe_indices(count, probes)
-    (report or (lambda m: None))(f"Subject: probing {len(indices)} frames spread over {path.name} with "
+    where = "frames spread over" if len(indices) > 1 else "frame of"
+    (report or (lambda m: None))(f"Subject: probing {len(indices)} {where} {path.name} with "
                                  f"{person_segmenter.spec.name} and {object_segmenter.spec.name}")
     frames = []
     for index in indices:
