@@ -167,14 +167,12 @@ def run_one(name: str, method: str, frames: int, out: Path, every: int | None = 
 def probe_one(name: str, frames: int, out: Path) -> None:
     """In this (fresh) process: --subject auto's probe of the clip -> OUT.json (choice, reason, seconds)."""
     from bgvid import Segmenter
-    from bgvid.io.reader import probe
-    from bgvid.models.subject import OBJECT_MODEL, PERSON_MODEL, object_input_size, probe_subject
+    from bgvid.models.subject import PERSON_MODEL, object_segmenter, probe_subject
 
     path, _, _ = clip(name, frames)
     t0 = time.perf_counter()
-    info = probe(path)
     person = Segmenter.from_name(PERSON_MODEL)
-    objects = Segmenter.from_name(OBJECT_MODEL, input_size=object_input_size(info.height, info.width))
+    objects = object_segmenter(path)
     choice = probe_subject(path, person, objects)
     out.write_text(json.dumps({**choice.to_json(), "seconds": time.perf_counter() - t0,
                                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

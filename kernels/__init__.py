@@ -8,10 +8,11 @@ from ._cleanup import Cleanup, default_cleanup, levels, solidify
 from ._core import blur_frames, choke_feather, composite, resize_batch, to_float_rgb
 from ._foreground import decontaminate, estimate_foreground
 from ._refine import guided_upsample
-from ._smooth import DEFAULT_STRENGTH, SmoothState, smooth_mattes, warmup_frames
+from ._smooth import DEFAULT_STRENGTH, SmoothState, pixel_grid, smooth_mattes, warmup_frames
 
 __all__ = [
     "DEFAULT_STRENGTH", "NUMPY", "Backend", "Cleanup", "SmoothState", "backend_for", "blur_frames", "carry_mattes",
     "choke_feather", "composite", "decontaminate", "default_cleanup", "estimate_foreground", "get_array_module",
-    "guided_upsample", "levels", "resize_batch", "smooth_mattes", "solidify", "to_float_rgb", "warmup_frames",
+    "guided_upsample", "levels", "pixel_grid", "resize_batch", "smooth_mattes", "solidify", "to_float_rgb",
+    "warmup_frames",
 ]

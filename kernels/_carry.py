@@ -18,7 +18,19 @@ from __future__ import annotations
 import numpy as np
 
 from ._backend import backend_for, get_array_module
-from ._smooth import SmoothState, _dis, _flow_size, _grey, _grey_portable, _grid, _to_uint8
+from ._smooth import (
+    SmoothState,
+    _back_map,
+    _back_map_portable,
+    _dis,
+    _flow_guide,
+    _flow_guides_portable,
+    _flow_size,
+    _grey,
+    _grey_portable,
+    _grid_portable,
+    _no_transfer,
+)
 
 
 def carry_mattes(rgb, state: SmoothState, *, backend=None, transfer=None) -> tuple:
@@ -31,18 +43,11 @@ def carry_mattes(rgb, state: SmoothState, *, backend=None, transfer=None) -> tup
     import cv2
 
     h, w = state.alpha.shape
-    fh, fw = _flow_size(h, w)
-    grey = _grey(rgb, (h, w))
     out = np.empty((rgb.shape[0], h, w), np.float32)
     dis = _dis()
-    for i, g in enumerate(grey):
-        flow_guide = _to_uint8(g if (fh, fw) == (h, w) else cv2.resize(g, (fw, fh), interpolation=cv2.INTER_AREA))
-        flow = dis.calc(flow_guide, state.flow_guide, None)
-        if (fh, fw) != (h, w):
-            flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
-            flow[..., 0] *= np.float32(w / fw)
-            flow[..., 1] *= np.float32(h / fh)
-        where = np.add(flow, _grid(h, w), out=flow)
+    for i, g in enumerate(_grey(rgb, (h, w))):
+        flow_guide = _flow_guide(g, _flow_size(h, w))
+        where = _back_map(dis, flow_guide, state.flow_guide, (h, w))
         out[i] = cv2.remap(state.alpha, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         state = SmoothState(alpha=out[i].copy(), guide=np.multiply(g, np.float32(1 / 255.0), dtype=np.float32),
                             flow_guide=flow_guide)
@@ -52,22 +57,15 @@ def carry_mattes(rgb, state: SmoothState, *, backend=None, transfer=None) -> tup
 def _carry_portable(be, rgb, state: SmoothState, *, transfer=None):
     xp = be.xp
     h, w = state.alpha.shape
-    fh, fw = _flow_size(h, w)
     grey = _grey_portable(be, rgb, (h, w))
-    flow_grey = grey if (fh, fw) == (h, w) else be.resize(grey, (fh, fw), "area")
-    flow_grey = xp.clip(xp.rint(flow_grey), 0, 255).astype(xp.uint8)
-    ys, xs = xp.meshgrid(xp.arange(h, dtype=xp.float32), xp.arange(w, dtype=xp.float32), indexing="ij")
-    to_host, to_device = transfer or be._transfer or ((lambda x, side=False: x), (lambda x, side=False: x))
+    flow_grey = _flow_guides_portable(be, grey, _flow_size(h, w))
+    to_host, to_device = transfer or be._transfer or _no_transfer()
+    grid = _grid_portable(xp, h, w)
     out = xp.empty((rgb.shape[0], h, w), xp.float32)
     dis = _dis()
     for i in range(rgb.shape[0]):
         now_host = to_host(flow_grey[i], side=True)  # the side channel, down: one small grey frame
-        flow = to_device(dis.calc(now_host, state.flow_guide, None), side=True)  # and the flow up
-        if (fh, fw) != (h, w):
-            flow = be.resize(flow[None], (h, w), "bilinear")[0]
-            fx, fy = flow[..., 0] * xp.float32(w / fw), flow[..., 1] * xp.float32(h / fh)
-        else:
-            fx, fy = flow[..., 0], flow[..., 1]
-        out[i] = be.remap(state.alpha, xs + fx, ys + fy)
+        map_x, map_y = _back_map_portable(be, dis, now_host, state.flow_guide, grid, to_device)  # flow up
+        out[i] = be.remap(state.alpha, map_x, map_y)
         state = SmoothState(alpha=out[i].copy(), guide=grey[i] * xp.float32(1 / 255.0), flow_guide=now_host)
     return out, state

@@ -77,28 +77,17 @@ def smooth_mattes(alpha, rgb, state: Optional[SmoothState], *, strength: float =
     fh, fw = _flow_size(h, w)
     grey = _grey(rgb, (h, w))
     guides = [np.multiply(g, np.float32(1 / 255.0), dtype=np.float32) for g in grey]
-    # Flow at the matte's own size (the usual 256 px matte): the grey frames as they are (a same-size
-    # resize is a copy).
-    flow_guides = [_to_uint8(g if (fh, fw) == (h, w) else cv2.resize(g, (fw, fh), interpolation=cv2.INTER_AREA))
-                   for g in grey]
+    flow_guides = [_flow_guide(g, (fh, fw)) for g in grey]
     out = np.empty((alpha.shape[0], h, w), np.float32)
     k = 2 * radius + 1
     dis = None
-    grid = None
     for i in range(alpha.shape[0]):
         a, g = alpha[i].astype(np.float32, copy=False), guides[i]
         if state is None or state.alpha.shape != a.shape:
             out[i] = a
         else:
-            if dis is None:
-                dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-                grid = _grid(h, w)
-            flow = dis.calc(flow_guides[i], state.flow_guide, None)  # where each pixel was at t-1
-            if (fh, fw) != (h, w):
-                flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
-                flow[..., 0] *= np.float32(w / fw)
-                flow[..., 1] *= np.float32(h / fh)
-            where = np.add(flow, grid, out=flow)  # one interleaved (x, y) map: remap samples as from two planes
+            dis = dis or _dis()
+            where = _back_map(dis, flow_guides[i], state.flow_guide, (h, w))
             prev_alpha = cv2.remap(state.alpha, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             prev_guide = cv2.remap(state.guide, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             diff = cv2.blur(np.abs(g - prev_guide), (k, k))
@@ -108,8 +97,8 @@ def smooth_mattes(alpha, rgb, state: Optional[SmoothState], *, strength: float =
     return out, state
 
 
-@functools.lru_cache(maxsize=4)
-def _grid(h: int, w: int) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def pixel_grid(h: int, w: int) -> np.ndarray:
     """[h, w, 2] float32 pixel coordinates (x, y), cached per size (read-only, shared by calls)."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     grid = np.dstack([xs, ys])
@@ -137,6 +126,64 @@ def _to_uint8(grey: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
 
 
+def _flow_guide(grey: np.ndarray, flow_size: tuple[int, int]) -> np.ndarray:
+    """A float grey frame (0..255) -> the uint8 picture the flow runs on, area-resized to flow_size (at the
+    matte's own size, the usual 256 px matte, the frame as it is)."""
+    import cv2
+
+    fh, fw = flow_size
+    return _to_uint8(grey if grey.shape == (fh, fw) else cv2.resize(grey, (fw, fh), interpolation=cv2.INTER_AREA))
+
+
+def _back_map(dis, now: np.ndarray, before: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Where each pixel of frame `now` was in frame `before` (both uint8 flow guides): DIS flow brought to
+    `size` and added to the pixel grid, one interleaved (x, y) [h, w, 2] map for cv2.remap (it samples as
+    from two planes)."""
+    import cv2
+
+    h, w = size
+    flow = dis.calc(now, before, None)
+    fh, fw = flow.shape[:2]
+    if (fh, fw) != (h, w):
+        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+        flow[..., 0] *= np.float32(w / fw)
+        flow[..., 1] *= np.float32(h / fh)
+    return np.add(flow, pixel_grid(h, w), out=flow)
+
+
+def _flow_guides_portable(be, grey, flow_size: tuple[int, int]):
+    """_flow_guide on a backend, for a batch [N, h, w] (stays on the device until the side channel)."""
+    xp = be.xp
+    small = grey if tuple(grey.shape[1:3]) == tuple(flow_size) else be.resize(grey, flow_size, "area")
+    return xp.clip(xp.rint(small), 0, 255).astype(xp.uint8)
+
+
+def _grid_portable(xp, h: int, w: int) -> tuple:
+    """(xs, ys) [h, w] float32 pixel coordinates on the backend, made once per batch."""
+    ys, xs = xp.meshgrid(xp.arange(h, dtype=xp.float32), xp.arange(w, dtype=xp.float32), indexing="ij")
+    return xs, ys
+
+
+def _back_map_portable(be, dis, now_host, before_host, grid: tuple, to_device):
+    """_back_map on a backend: the flow of two host flow guides goes up (the side channel) and becomes the
+    (map_x, map_y) pair be.remap takes. grid: _grid_portable's (xs, ys) at the matte's size."""
+    xp = be.xp
+    xs, ys = grid
+    h, w = xs.shape
+    flow = to_device(dis.calc(now_host, before_host, None), side=True)
+    fh, fw = flow.shape[:2]
+    if (fh, fw) != (h, w):
+        flow = be.resize(flow[None], (h, w), "bilinear")[0]
+        fx, fy = flow[..., 0] * xp.float32(w / fw), flow[..., 1] * xp.float32(h / fh)
+    else:
+        fx, fy = flow[..., 0], flow[..., 1]
+    return xs + fx, ys + fy
+
+
+def _no_transfer():
+    return (lambda x, side=False: x), (lambda x, side=False: x)
+
+
 def _dis():
     import cv2
 
@@ -154,11 +201,10 @@ def _smooth_portable(be, alpha, rgb, state: Optional[SmoothState], *, strength: 
     fh, fw = _flow_size(h, w)
     grey = _grey_portable(be, rgb, (h, w))  # [N, h, w] float32 grey on 0..255, rounded as cv2's uint8
     guides = grey * xp.float32(1 / 255.0)
-    flow_grey = grey if (fh, fw) == (h, w) else be.resize(grey, (fh, fw), "area")
-    flow_grey = xp.clip(xp.rint(flow_grey), 0, 255).astype(xp.uint8)
+    flow_grey = _flow_guides_portable(be, grey, (fh, fw))
     out = xp.empty((n, h, w), xp.float32)
-    ys, xs = xp.meshgrid(xp.arange(h, dtype=xp.float32), xp.arange(w, dtype=xp.float32), indexing="ij")
-    to_host, to_device = transfer or be._transfer or ((lambda x, side=False: x), (lambda x, side=False: x))
+    to_host, to_device = transfer or be._transfer or _no_transfer()
+    grid = _grid_portable(xp, h, w)
     dis = None
     for i in range(n):
         a, g = alpha[i].astype(xp.float32), guides[i]
@@ -167,13 +213,7 @@ def _smooth_portable(be, alpha, rgb, state: Optional[SmoothState], *, strength: 
             out[i] = a
         else:
             dis = dis or _dis()
-            flow = to_device(dis.calc(now_host, state.flow_guide, None), side=True)  # and the flow up
-            if (fh, fw) != (h, w):
-                flow = be.resize(flow[None], (h, w), "bilinear")[0]
-                fx, fy = flow[..., 0] * xp.float32(w / fw), flow[..., 1] * xp.float32(h / fh)
-            else:
-                fx, fy = flow[..., 0], flow[..., 1]
-            map_x, map_y = xs + fx, ys + fy
+            map_x, map_y = _back_map_portable(be, dis, now_host, state.flow_guide, grid, to_device)  # flow up
             prev_alpha = be.remap(state.alpha, map_x, map_y)
             prev_guide = be.remap(state.guide, map_x, map_y)
             diff = be.box(xp.abs(g - prev_guide), radius, "reflect101")

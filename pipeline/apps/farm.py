@@ -428,12 +428,6 @@ def _resolve_model(options: dict, report: Report) -> tuple[str, str]:
     return model_spec.name, model_sha256(path)
 
 
-def _object_model() -> str:
-    from ..models.subject import OBJECT_MODEL
-
-    return OBJECT_MODEL
-
-
 def _resolve_subject(shot: Shot, entry: dict, input_sha: str, report: Report) -> Optional[str]:
     """The subject a shot without --model renders ("person" or "any"; None with a model): --subject as given,
     or auto decided once for the whole shot here (models/subject.py), so every chunk renders the same
@@ -446,13 +440,11 @@ def _resolve_subject(shot: Shot, entry: dict, input_sha: str, report: Report) ->
     done = entry.get("subject_auto")
     if done and done.get("input_sha256") == input_sha:
         return done["chosen"]
-    from ..io.reader import probe
     from ..models.segmenter import Segmenter
-    from ..models.subject import OBJECT_MODEL, PERSON_MODEL, object_input_size, probe_subject
+    from ..models.subject import PERSON_MODEL, object_segmenter, probe_subject
 
-    info = probe(shot.input)
     person = Segmenter.from_name(PERSON_MODEL, report=report)
-    objects = Segmenter.from_name(OBJECT_MODEL, input_size=object_input_size(info.height, info.width), report=report)
+    objects = object_segmenter(shot.input, report=report)
     choice = probe_subject(shot.input, person, objects, report=report)
     report(f"{shot.input.name}: subject {choice.subject} ({choice.reason})")
     entry["subject_auto"] = {"input_sha256": input_sha, "chosen": choice.subject, "reason": choice.reason}
@@ -492,13 +484,14 @@ def _plan_shot(shot: Shot, manifest: dict, chunk_size: Optional[int], overwrite:
         input_sha = source_identity(src)["fingerprint"]
     model, model_sha = _resolve_model(shot.options, report)
     subject = _resolve_subject(shot, entry, input_sha, report)
+    size = int(chunk_size or default_chunk_size(model, shot.options.get("smooth", "auto"), subject or "person"))
     if subject == "any":  # the object model renders too: its file is part of the key
-        objects, objects_sha = _resolve_model({"model": _object_model()}, report)
+        from ..models.subject import OBJECT_MODEL
+
+        objects, objects_sha = _resolve_model({"model": OBJECT_MODEL}, report)
         model_sha = f"{model_sha}+{objects_sha}"
         model = f"{model}+{objects}"
     count = info.frame_count or _count_frames(str(src))
-    size = int(chunk_size or default_chunk_size(model.split("+")[0], shot.options.get("smooth", "auto"),
-                                                subject or "person"))
     if size < 1:
         raise InputError(f"--chunk-size must be at least 1, got {size}")
     picture = {k: v for k, v in shot.options.items() if k not in _NOT_IN_KEY and k != "model"}

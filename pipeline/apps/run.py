@@ -145,23 +145,19 @@ def _open(src, options: PictureOptions, *, device, provider, frames, batch_size,
 def _choose_subject(src, options: PictureOptions, segmenter, *, choice, device, threads, report):
     """(SubjectChoice, the object model's Segmenter or None) for a run without --model: --subject person or
     any as given, auto decided from the whole input file (models/subject.py), said out loud."""
-    from ..io.reader import probe
-    from ..models.subject import OBJECT_ARENA, OBJECT_MODEL, SubjectChoice, object_input_size, probe_subject
+    from ..models.subject import OBJECT_MODEL, SubjectChoice, object_segmenter, probe_subject
 
     if options.subject == "person":
         found = SubjectChoice("person", "--subject person")
     else:
-        info = probe(src)
-        size = object_input_size(info.height, info.width)
-        objects = Segmenter.from_name(OBJECT_MODEL, input_size=size, provider=choice.provider, threads=threads or 0,
-                                      device=device, report=report, arena=OBJECT_ARENA)
+        objects = object_segmenter(src, provider=choice.provider, threads=threads or 0, device=device, report=report)
         found = (SubjectChoice("any", "--subject any") if options.subject == "any"
                  else probe_subject(src, segmenter, objects, report=report))
     if found.subject == "person":
         report(f"Subject: person ({found.reason}): model {segmenter.spec.name}, video matting of people")
         return found, None
     report(f"Subject: any ({found.reason}): {segmenter.spec.name} for people + {OBJECT_MODEL} "
-           f"({size[0]}x{size[1]}, 1 frame in {OBJECT_EVERY}) for every other subject")
+           f"({objects.input_size[0]}x{objects.input_size[1]}, 1 frame in {OBJECT_EVERY}) for every other subject")
     return found, objects
 
 

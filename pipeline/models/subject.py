@@ -84,6 +84,18 @@ def object_input_size(height: int, width: int, pixels: Optional[int] = None, mul
     return best[1]
 
 
+def object_segmenter(path, **options):
+    """The object model as the object path and the probe run it on the input at `path`: ISNet at
+    object_input_size for the input's frames, without ONNX Runtime's CPU arena (OBJECT_ARENA). options:
+    Segmenter.from_name's (provider, threads, device, report)."""
+    from ..io.reader import probe
+    from .segmenter import Segmenter
+
+    info = probe(path)
+    return Segmenter.from_name(OBJECT_MODEL, input_size=object_input_size(info.height, info.width),
+                               arena=OBJECT_ARENA, **options)
+
+
 @dataclass
 class SubjectChoice:
     """The subject a run renders (person or any) and why; `probe` holds what auto measured (empty when

@@ -52,7 +52,6 @@ GREY_FRAMES grey frames are bounded; a span walked in one go holds at most KeyCh
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 import time
@@ -61,6 +60,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import numpy as np
+
+from ..kernels import pixel_grid
 
 __all__ = ["FlowPairs", "GreySource", "KeyChain", "Tracker", "reader_fetch", "track_size"]
 
@@ -279,14 +280,6 @@ class MapBox:
 _NOTHING = MapBox(0, 0, np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), np.float32))  # nothing lands
 
 
-@functools.lru_cache(maxsize=8)
-def _grid(h: int, w: int) -> np.ndarray:
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    grid = np.dstack([xs, ys])
-    grid.setflags(write=False)
-    return grid
-
-
 class KeyChain:
     """The map from key frame `key` to other frames, walked one frame at a time from the key (forwards and
     backwards), each frame's map kept cropped to `region` (the key frame's painted boxes, full-resolution
@@ -326,7 +319,7 @@ class KeyChain:
         head = self._heads.get(d)
         if head is None or (head[0] - t) * d > 0:
             h, w = self.tracker.size
-            head = (self.key, _grid(h, w).copy(), np.ones((h, w), np.float32))
+            head = (self.key, pixel_grid(h, w).copy(), np.ones((h, w), np.float32))
         s, m, c = head
         while s != t:
             stop = s + d * min(self.WALK, abs(t - s))
@@ -361,7 +354,7 @@ def _step(m: np.ndarray, c: np.ndarray, pair: tuple[np.ndarray, np.ndarray], d: 
     forward, backward = pair  # p -> p+1 and p+1 -> p, p = min(s, n)
     back, there = (backward, forward) if d > 0 else (forward, backward)  # n -> s, s -> n
     h, w = c.shape
-    where = np.add(_grid(h, w), back)
+    where = np.add(pixel_grid(h, w), back)
     m = cv2.remap(m, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     c = cv2.remap(c, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     returned = cv2.remap(there, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
